@@ -194,7 +194,7 @@ def test_prol2tp_sccrq_with_m0_v3_avps_and_router_id_zero() -> None:
 
 
 def test_avp_fragments() -> None:
-    avps, problems = avp.decode_avps(h("0008000000020100"), 0, 8, version=2, hide_key=None)
+    avps, _problems = avp.decode_avps(h("0008000000020100"), 0, 8, version=2, hide_key=None)
     assert avp.decode_value(avps[0]) == avp.ProtocolVersion(1, 0) and not avps[0].mandatory
     avps, _ = avp.decode_avps(h("800a00000003000000038008000000010001"), 0, 18,
                               version=2, hide_key=None)
