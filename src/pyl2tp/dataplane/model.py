@@ -32,8 +32,16 @@ class Stats:
     __slots__ = STATS_FIELDS
 
     def __init__(self) -> None:
-        for name in STATS_FIELDS:
-            setattr(self, name, 0)
+        self.tx_packets = 0
+        self.tx_bytes = 0
+        self.tx_errors = 0
+        self.rx_packets = 0
+        self.rx_bytes = 0
+        self.rx_seq_discards = 0
+        self.rx_oos_packets = 0
+        self.rx_errors = 0
+        self.rx_cookie_discards = 0
+        self.rx_invalid = 0
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in STATS_FIELDS}
