@@ -21,6 +21,11 @@ Where this differs from the kernel, on purpose:
   buffer, which is what bounds its queue. We have no such buffer, so ``session.reorder_q_max``
   bounds it: a packet that would still leave more than that many packets held once the queue
   has been serviced is discarded and counted as ``rx_seq_discards`` and ``rx_errors``.
+* **Sorting across the wrap.** The kernel sorts the reorder queue with a plain integer compare,
+  so a packet numbered just after the wrap that arrives early sits at the head and blocks the
+  queue until it expires and is lost (with v2's 16-bit numbers, every 65,536 packets). Here the
+  queue is sorted by distance ahead of ``nr``, which is the order the packets will be
+  delivered in; away from the wrap the two orders, and so all counters, are identical.
 * **Short packets.** The newest kernel's encapsulation handlers reject a v3 packet too short
   for its cookie and sublayer before calling ``l2tp_recv_common`` (tunnel ``rx_invalid``); older
   kernels rejected it at the top of ``l2tp_recv_common`` with ``rx_errors``. Callers here may
@@ -31,9 +36,6 @@ Kernel behaviour kept although it looks odd, so that counters and outcomes match
 
 * The window check runs before ``reorder_skip`` resynchronises, so the very first sequenced
   packet of a session is only accepted if its number is within half the space above 0.
-* With reordering on, the queue is sorted with a plain integer compare, so packets that are
-  reordered across the wrap of the sequence space block behind the lower number until it
-  expires.
 * With reordering off, ``nr_oos_count`` is only reset by a non-consecutive out-of-order
   packet, never by an in-order one.
 
@@ -264,15 +266,17 @@ def _cookie_mismatch(session: Session, data: bytes, ptr: int) -> None:
 
 
 def _queue_sorted(session: Session, entry: list[Any]) -> None:
-    """Insert a sequenced packet before the first held packet with a higher number.
+    """Insert a sequenced packet before the first held packet further ahead of ``nr``.
 
-    A plain integer compare, like ``l2tp_recv_queue_skb``: counters must match the kernel,
-    including across the wrap of the sequence space, where this mis-sorts.
+    ``l2tp_recv_queue_skb`` compares raw numbers; comparing distances from ``nr`` gives the
+    same order except across the wrap, where the kernel's order loses packets.
     """
     q = session.reorder_q
-    ns = entry[_NS]
+    nr = session.nr
+    mask = session.nr_max
+    ahead = (entry[_NS] - nr) & mask
     for index, held in enumerate(q):
-        if held[_NS] > ns:
+        if (held[_NS] - nr) & mask > ahead:
             q.insert(index, entry)
             oos_stats: Any = session.stats
             oos_stats.rx_oos_packets += 1
