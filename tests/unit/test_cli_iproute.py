@@ -706,8 +706,6 @@ def test_address_keyword_does_not_matter_for_sessions() -> None:
             "add name abcdefghijklmnop",
             'Error: argument "abcdefghijklmnop" is wrong: "name" not a valid ifname\n',
         ),
-        ("add name .", 'Error: argument "." is wrong: "name" not a valid ifname\n'),
-        ("add name ..", 'Error: argument ".." is wrong: "name" not a valid ifname\n'),
         ("add pw_type ip", 'Unknown pseudowire type "ip"\n'),
         ("add lns_mode yes", 'Error: argument "yes" is wrong: invalid option for lns_mode\n\n'),
         ("add reorder_timeout 1s", 'Error: argument "1s" is wrong: invalid reorder timeout\n'),

@@ -309,8 +309,9 @@ def _get_addr(text: str) -> _Addr:
 
 
 def _valid_ifname(name: str) -> bool:
-    """``check_ifname``: what the kernel's ``dev_valid_name`` would accept, checked early."""
-    if not name or len(name.encode()) >= _IFNAMSIZ or name in (".", ".."):
+    """``check_ifname``: length, '/' and whitespace are checked early; "." and ".." pass
+    here and the kernel (or the daemon) refuses them with EINVAL, as recorded from real ip."""
+    if not name or len(name.encode()) >= _IFNAMSIZ:
         return False
     return not any(c == "/" or c in _C_SPACE for c in name)
 
