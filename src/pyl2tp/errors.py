@@ -9,6 +9,9 @@ from __future__ import annotations
 import errno
 import os
 
+# Where Python's errno table prefers an alias, use the name the kernel's headers and docs use.
+_KERNEL_NAMES = {errno.EOPNOTSUPP: "EOPNOTSUPP", errno.EWOULDBLOCK: "EAGAIN"}
+
 
 class L2tpError(Exception):
     """A refused management request: ``code`` is an errno value (EINVAL, ENODEV, ...)."""
@@ -20,7 +23,7 @@ class L2tpError(Exception):
 
     @property
     def errno_name(self) -> str:
-        return errno.errorcode.get(self.code, str(self.code))
+        return _KERNEL_NAMES.get(self.code) or errno.errorcode.get(self.code, str(self.code))
 
     def as_dict(self) -> dict[str, object]:
         return {"errno": self.errno_name, "code": self.code, "message": self.message}

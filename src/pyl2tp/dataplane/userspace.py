@@ -35,6 +35,10 @@ SO_NO_CHECK = 11
 UDP_NO_CHECK6_TX = 101
 UDP_NO_CHECK6_RX = 102
 IP_MTU = 14
+IP_MTU_DISCOVER = 10
+IP_PMTUDISC_DONT = 0
+IPV6_MTU_DISCOVER = 23
+IPV6_PMTUDISC_DONT = 0
 IPV6_MTU = 24
 RECV_BATCH = 64
 MAX_DATAGRAM = 65535
@@ -171,8 +175,16 @@ class UserspaceBackend:
         except OSError as exc:
             raise L2tpError(exc.errno or errno.EIO, f"cannot open socket: {exc.strerror}") from None
         try:
-            if family == socket.AF_INET6:
+            if family == socket.AF_INET6 and encap == EncapType.UDP:
+                # Raw sockets refuse IPV6_V6ONLY (EINVAL: their inet_num is set at creation)
+                # and carry IPv6 only anyway.
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            # The kernel transmits with ignore_df: outer IPv4 packets never carry DF and are
+            # fragmented when a frame of the pseudowire MTU meets a smaller path.
+            if family == socket.AF_INET:
+                sock.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DONT)
+            else:
+                sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_DONT)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
             sock.bind((local, port if encap == EncapType.UDP else 0))

@@ -70,6 +70,9 @@ class Client:
         """Yield notifications forever (until the daemon goes away)."""
         self.sock.settimeout(None)
         self._send({"cmd": "subscribe"})
+        ack = self._recv()
+        if not ack.get("subscribed"):
+            raise DaemonUnreachable(f"the daemon at {self.path} refused the subscription: {ack}")
         while True:
             line = self.file.readline()
             if not line:

@@ -135,6 +135,8 @@ class MgmtServer:
     async def _stream(self, writer: asyncio.StreamWriter) -> None:
         q: asyncio.Queue[bytes | None] = asyncio.Queue(SUBSCRIBER_QUEUE)
         self.subscribers.add(q)
+        # Acknowledge first, so a client knows that every later change will be reported.
+        writer.write(b'{"ok": true, "subscribed": true}\n')
         try:
             while True:
                 item = await q.get()

@@ -41,6 +41,7 @@ class EthPseudowire:
         self.backend = backend
         self.session = session
         self.rx_short = 0
+        self.rx_no_device = 0
         try:
             if session.ifname:
                 self.dev = tuntap.open_tap(session.ifname)
@@ -63,17 +64,35 @@ class EthPseudowire:
         if len(frame) < ETH_HLEN:
             self.rx_short += 1
             return
-        self.dev.write(frame)
+        if self.dev.closed:
+            self.rx_no_device += 1
+            return
+        try:
+            self.dev.write(frame)
+        except OSError:
+            self._device_gone()
+            self.rx_no_device += 1
 
     def _readable(self) -> None:
         read = self.dev.read
         transmit = self.backend.transmit
         session = self.session
         for _ in range(READ_BATCH):
-            frame = read()
+            try:
+                frame = read()
+            except OSError:
+                self._device_gone()
+                return
             if frame is None:
                 return
             transmit(session, frame)
+
+    def _device_gone(self) -> None:
+        """The device was deleted under us (``ip link del``): its fd now fails every read and
+        write with EBADFD while epoll keeps reporting it, so stop watching it. As with
+        ``l2tp_eth`` after ``ndo_uninit``, the session itself stays until it is deleted and
+        drops the frames it receives."""
+        self.close()
 
     def close(self) -> None:
         if not self.dev.closed:
