@@ -250,7 +250,16 @@ def test_unknown_global_option(opt: str, shown: str) -> None:
     assert e.status == STATUS_USAGE
 
 
-@pytest.mark.parametrize("opt", ["-netns", "-n", "-b", "-batch", "-V", "-a", "-echo", "-f"])
+@pytest.mark.parametrize(
+    "argv", [["-f", "inet6", "show", "tunnel"], ["-family", "inet", "show", "tunnel"]]
+)
+def test_family_option_is_ignored_like_ip(argv: list[str]) -> None:
+    # ip's l2tp module ignores -f/-family and prints every tunnel (recorded in the kernel VM).
+    assert parse(argv).show == "tunnels"
+    assert err(["-f"]).status == STATUS_USAGE
+
+
+@pytest.mark.parametrize("opt", ["-netns", "-n", "-b", "-batch", "-V", "-a", "-echo"])
 def test_unsupported_global_option(opt: str) -> None:
     e = err([opt, "x", "show", "tunnel"])
     assert e.message == f'Option "{opt}" is not supported by pyl2tp\n'

@@ -676,7 +676,7 @@ def _do_set(p: _Params) -> list[Request]:
 # are accepted and ignored; ones needing machinery pyl2tp lacks are refused.
 _GLOBAL_OPTIONS: tuple[tuple[str, str], ...] = (
     ("-loops", "unsupported"),
-    ("-family", "unsupported"),
+    ("-family", "ignore_arg"),
     ("-human", "ignore"),
     ("-human-readable", "ignore"),
     ("-iec", "ignore"),
@@ -756,6 +756,12 @@ def _parse_globals(argv: Sequence[str]) -> tuple[_Globals, list[str]]:
             raise CliError(f'Option "{opt}" is unknown, try "ip -help".\n', STATUS_USAGE)
         if action == "unsupported":
             raise CliError(f'Option "{opt}" is not supported by pyl2tp\n', STATUS_USAGE)
+        if action == "ignore_arg":
+            # -f/-family FAMILY: ip's l2tp module ignores the family and prints everything.
+            if i + 1 >= len(argv):
+                raise CliError('Command line is not complete. Try option "help"\n', STATUS_USAGE)
+            i += 2
+            continue
         if action == "stats":
             g.stats += 1
         elif action == "json":

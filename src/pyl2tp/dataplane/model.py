@@ -19,11 +19,11 @@ STATS_FIELDS = (
     "rx_packets",
     "rx_bytes",
     "rx_seq_discards",
+    "rx_cookie_discards",
     "rx_oos_packets",
     "rx_errors",
-    "rx_cookie_discards",
     "rx_invalid",
-)
+)  # the kernel's order inside L2TP_ATTR_STATS
 
 
 class Stats:
@@ -38,9 +38,9 @@ class Stats:
         self.rx_packets = 0
         self.rx_bytes = 0
         self.rx_seq_discards = 0
+        self.rx_cookie_discards = 0
         self.rx_oos_packets = 0
         self.rx_errors = 0
-        self.rx_cookie_discards = 0
         self.rx_invalid = 0
 
     def as_dict(self) -> dict[str, int]:

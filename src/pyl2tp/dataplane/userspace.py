@@ -124,6 +124,7 @@ class UserspaceBackend:
     # -- tunnels ------------------------------------------------------------------------------
 
     def tunnel_open(self, tunnel: Tunnel) -> None:
+        self._check_route(tunnel)
         ep = self.endpoint_for(tunnel.encap, tunnel.family, tunnel.local, tunnel.udp_sport)
         if tunnel.encap == EncapType.UDP:
             want = (tunnel.udp_csum, tunnel.udp_zero_csum6_tx, tunnel.udp_zero_csum6_rx)
@@ -139,6 +140,19 @@ class UserspaceBackend:
             tunnel.peer_addr = (tunnel.remote, 0)
         ep.tunnels.add(tunnel)
         tunnel.endpoint = ep
+
+    @staticmethod
+    def _check_route(tunnel: Tunnel) -> None:
+        """Refuse a peer we have no route to, as the kernel's ``connect()`` of the tunnel
+        socket does (ENETUNREACH), instead of accepting a tunnel that can never send."""
+        probe = socket.socket(tunnel.family, socket.SOCK_DGRAM)
+        try:
+            probe.connect((tunnel.remote, tunnel.udp_dport or 1701))
+        except OSError as exc:
+            code = exc.errno or errno.ENETUNREACH
+            raise L2tpError(code, f"no route to {tunnel.remote}: {exc.strerror}") from None
+        finally:
+            probe.close()
 
     def tunnel_close(self, tunnel: Tunnel) -> None:
         ep = tunnel.endpoint
