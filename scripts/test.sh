@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
-echo "== ruff"; ruff check src tests bench
+echo "== ruff"; ruff check .
 echo "== mypy"; mypy
 echo "== pytest"
 exec pytest -q "$@"
