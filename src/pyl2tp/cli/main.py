@@ -20,7 +20,8 @@ from . import iproute
 
 
 def _pop_socket(argv: list[str]) -> tuple[str | None, list[str]]:
-    """Take a leading ``--socket PATH`` (or ``--socket=PATH``) off the arguments."""
+    """Take ``--socket PATH`` (or ``--socket=PATH``) off the arguments, for every subcommand
+    alike; the ip-syntax parser therefore never sees it."""
     out: list[str] = []
     path: str | None = None
     i = 0
@@ -80,7 +81,7 @@ def _ip_l2tp(argv: list[str], socket_path: str | None) -> int:
     inv = iproute.parse(argv)
     if inv.usage and not inv.requests:
         return iproute.execute(inv, lambda _r: None, sys.stdout, sys.stderr)
-    with Client(inv.socket_path or socket_path) as client:
+    with Client(socket_path) as client:
         return iproute.execute(
             inv,
             lambda r: client.request(r["cmd"], r.get("attrs") or {}, dump=bool(r.get("dump"))),

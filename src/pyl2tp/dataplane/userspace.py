@@ -62,6 +62,18 @@ ENDPOINT_COUNTERS = (
 ControlHandler = Callable[["Endpoint", bytes, int, tuple[Any, ...]], None]
 
 
+def _route_probe(tunnel: Tunnel) -> socket.socket:
+    """A UDP socket connected towards the peer: connecting does the route lookup the kernel's
+    tunnel socket does (failing with ENETUNREACH) and caches the route's MTU for IP_MTU."""
+    probe = socket.socket(tunnel.family, socket.SOCK_DGRAM)
+    try:
+        probe.connect((tunnel.remote, tunnel.udp_dport or 1701))
+    except OSError:
+        probe.close()
+        raise
+    return probe
+
+
 class Endpoint:
     """A socket shared by tunnels: UDP on (family, address, port) or IP on (family, address)."""
 
@@ -145,14 +157,11 @@ class UserspaceBackend:
     def _check_route(tunnel: Tunnel) -> None:
         """Refuse a peer we have no route to, as the kernel's ``connect()`` of the tunnel
         socket does (ENETUNREACH), instead of accepting a tunnel that can never send."""
-        probe = socket.socket(tunnel.family, socket.SOCK_DGRAM)
         try:
-            probe.connect((tunnel.remote, tunnel.udp_dport or 1701))
+            _route_probe(tunnel).close()
         except OSError as exc:
             code = exc.errno or errno.ENETUNREACH
             raise L2tpError(code, f"no route to {tunnel.remote}: {exc.strerror}") from None
-        finally:
-            probe.close()
 
     def tunnel_close(self, tunnel: Tunnel) -> None:
         ep = tunnel.endpoint
@@ -250,9 +259,11 @@ class UserspaceBackend:
 
     def tunnel_mtu(self, tunnel: Tunnel) -> int:
         """The path MTU towards the peer from the routing table (the kernel's ``dst_mtu``)."""
-        probe = socket.socket(tunnel.family, socket.SOCK_DGRAM)
         try:
-            probe.connect((tunnel.remote, tunnel.udp_dport or 1701))
+            probe = _route_probe(tunnel)
+        except OSError:
+            return 1500
+        try:
             if tunnel.family == socket.AF_INET:
                 return int(probe.getsockopt(socket.IPPROTO_IP, IP_MTU))
             return int(probe.getsockopt(socket.IPPROTO_IPV6, IPV6_MTU))
