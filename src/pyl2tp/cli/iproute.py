@@ -1099,6 +1099,24 @@ def _json_array(objects: Sequence[Mapping[str, Any]], pretty: bool) -> str:
     return "[ " + body + (" ]\n" if objects else "]\n")
 
 
+def _format(
+    objects: Sequence[Mapping[str, Any]],
+    opts: OutputOptions,
+    to_json: Callable[[Mapping[str, Any], bool], Any],
+    to_text: Callable[[Mapping[str, Any], str], str],
+) -> str:
+    """The output shape shared by tunnels and sessions: a JSON array, or text blocks each
+    followed by its statistics with ``-s``."""
+    if opts.json:
+        return _json_array([to_json(o, bool(opts.stats)) for o in objects], opts.pretty)
+    sl = "\\" if opts.oneline else "\n"
+    chunks = []
+    for o in objects:
+        text = to_text(o, sl)
+        chunks.append(_with_stats(text, o, sl) if opts.stats else text)
+    return "".join(chunks)
+
+
 def format_tunnels(
     tunnels: Sequence[Mapping[str, Any]], opts: OutputOptions, filters: Filters | None = None
 ) -> str:
@@ -1108,14 +1126,7 @@ def format_tunnels(
     """
     if filters is not None:
         tunnels = filter_tunnels(tunnels, filters)
-    if opts.json:
-        return _json_array([_tunnel_json(t, bool(opts.stats)) for t in tunnels], opts.pretty)
-    sl = "\\" if opts.oneline else "\n"
-    chunks = []
-    for t in tunnels:
-        text = _tunnel_text(t, sl)
-        chunks.append(_with_stats(text, t, sl) if opts.stats else text)
-    return "".join(chunks)
+    return _format(tunnels, opts, _tunnel_json, _tunnel_text)
 
 
 def format_sessions(
@@ -1127,14 +1138,7 @@ def format_sessions(
     """
     if filters is not None:
         sessions = filter_sessions(sessions, filters)
-    if opts.json:
-        return _json_array([_session_json(s, bool(opts.stats)) for s in sessions], opts.pretty)
-    sl = "\\" if opts.oneline else "\n"
-    chunks = []
-    for s in sessions:
-        text = _session_text(s, sl)
-        chunks.append(_with_stats(text, s, sl) if opts.stats else text)
-    return "".join(chunks)
+    return _format(sessions, opts, _session_json, _session_text)
 
 
 def render(inv: Invocation, objects: Sequence[Mapping[str, Any]]) -> str:
