@@ -132,9 +132,11 @@ class Daemon:
     """
 
     def __init__(
-        self, ns: NetNS, socket_path: str | None = None, *, log_level: str = "info"
+        self, ns: NetNS, socket_path: str | None = None, *, log_level: str = "info",
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.ns = ns
+        self.extra_args = list(extra_args)
         self.uses_default_path = socket_path is None
         self.socket_path = socket_path or os.path.join(RUN_DIR, f"{ns.name}.sock")
         self.log_level = log_level
@@ -152,7 +154,7 @@ class Daemon:
         """Start the process without waiting for it to serve (see ``start`` / ``start_all``)."""
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError(f"{self!r} is already running")
-        argv = [*pyl2tp_argv(), "daemon", "--log-level", self.log_level]
+        argv = [*pyl2tp_argv(), "daemon", "--log-level", self.log_level, *self.extra_args]
         if not self.uses_default_path:
             argv += ["--socket", self.socket_path]
         with open(self.log_path, "ab") as log:

@@ -14,9 +14,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from pyl2tp.errors import L2tpError
 from pyl2tp.mgmt.client import Client, DaemonUnreachable
 
-from . import iproute
+from . import control, iproute
 
 
 def _pop_socket(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -98,6 +99,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _daemon(args[1:], socket_path)
         if args and args[0] == "monitor":
             return _monitor(args[1:], socket_path)
+        if args and args[0] in control.COMMANDS:
+            if args[1:] in (["help"], ["-h"], ["--help"]):
+                sys.stdout.write(control.USAGE)
+                return 0
+            with Client(socket_path) as client:
+                control.run(args[0], args[1:],
+                            lambda cmd, attrs: client.request(cmd, attrs), sys.stdout)
+            return 0
         if args and args[0] == "debug":
             with Client(socket_path) as client:
                 sys.stdout.write(client.request("debug_tunnels"))
@@ -106,6 +115,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except iproute.CliError as exc:
         sys.stderr.write(exc.message)
         return exc.status
+    except control.UsageError as exc:
+        print(f"pyl2tp: {exc}; try \"pyl2tp {args[0]} help\"", file=sys.stderr)
+        return 255
+    except L2tpError as exc:
+        print(f"pyl2tp: {exc.message}", file=sys.stderr)
+        return 2
     except DaemonUnreachable as exc:
         print(f"pyl2tp: {exc}", file=sys.stderr)
         return 1

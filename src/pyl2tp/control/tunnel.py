@@ -404,7 +404,12 @@ class ControlConnection:
         error = exc.error_code or 0
         if exc.clears == "session" and msg.msg_type in SESSION_MESSAGES and self.established:
             call = self._find_call(msg)
-            if call is not None:
+            if call is not None and msg.msg_type == M.CDN:
+                # A malformed CDN still ends the call (RFC 2661 §7.4: any state, rx CDN ->
+                # clean up); answering it with another CDN would reach a cleared session.
+                self._call_down(call, now, f"peer sent a malformed CDN: {exc.reason}", None,
+                                None, send=False, by_peer=True)
+            elif call is not None:
                 self._call_down(call, now, exc.reason, result, error, send=True, by_peer=False)
             elif msg.msg_type in (M.ICRQ, M.OCRQ):
                 self._cdn_unknown(msg, now, result, error, exc.reason)
@@ -417,6 +422,11 @@ class ControlConnection:
         if self.peer_id == 0 and msg.msg_type in (M.SCCRQ, M.SCCRP):
             key = A.ASSIGNED_TUNNEL_ID if self.version == 2 else A.ASSIGNED_CONNECTION_ID
             self.peer_id = msg.get(key, 0) or 0
+        if not self.established and "hidden AVP" in exc.reason and self._hide_key is not None:
+            # A hidden value that does not decrypt to a sane length is what a wrong shared
+            # secret looks like: report it as the authentication failure it almost surely is.
+            self._count("auth_failures")
+            result, error = StopCCNResult.NOT_AUTHORIZED, 0
         self._teardown(now, exc.reason, result, error, by_peer=False)
 
     def _cdn_unknown(self, msg: ControlMessage, now: float, result: int, error: int,

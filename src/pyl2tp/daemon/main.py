@@ -9,18 +9,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
+import socket
 import sys
 from typing import Any
 
 from pyl2tp import __version__
+from pyl2tp.control.params import ConnectionParams
+from pyl2tp.control.plane import Decision
+from pyl2tp.daemon import config as config_mod
+from pyl2tp.daemon.api import ControlApi
+from pyl2tp.daemon.config import Config
+from pyl2tp.daemon.configured import ConfigManager, connection_params
+from pyl2tp.daemon.control import ControlDriver
 from pyl2tp.dataplane.registry import Registry
-from pyl2tp.dataplane.userspace import UserspaceBackend
+from pyl2tp.dataplane.userspace import Endpoint, UserspaceBackend
 from pyl2tp.mgmt.debug import debug_listing
 from pyl2tp.mgmt.paths import default_socket_path
 from pyl2tp.mgmt.server import MgmtServer
+from pyl2tp.wire.constants import StopCCNResult
+from pyl2tp.wire.message import ControlMessage
 
 log = logging.getLogger("pyl2tp.daemon")
 
@@ -28,16 +39,31 @@ log = logging.getLogger("pyl2tp.daemon")
 class Daemon:
     """Wires the registry, the userspace backend and the management server together."""
 
-    def __init__(self, socket_path: str) -> None:
+    def __init__(self, socket_path: str, config: Config | None = None,
+                 config_path: str | None = None) -> None:
         self.socket_path = socket_path
+        self.config_path = config_path
         self.loop = asyncio.get_running_loop()
         self.backend = UserspaceBackend(self.loop)
         self.registry = Registry()
         self.backend.attach(self.registry)
+        self.base_params = ConnectionParams(host_name=socket.gethostname() or "pyl2tp")
+        self.driver = ControlDriver(self.loop, self.registry, self.backend, policy=self.accept,
+                                    publish=self._publish,
+                                    max_tunnels=config.daemon.max_tunnels if config else 4096)
+        self.manager: ConfigManager | None = None
+        if config is not None:
+            self.manager = ConfigManager(self.loop, self.registry, self.driver, config)
+            self.driver.observers.append(self.manager.on_event)
+            self.base_params = connection_params(
+                config.defaults, version=3, secret=None, host_name=config.daemon.host_name,
+                router_id=self.manager.router_id())
+        self.control_api = ControlApi(self.driver, lambda: self.base_params)
         self.server = MgmtServer(self.registry, socket_path, extra={
             "debug_tunnels": lambda _a: debug_listing(self.registry),
             "endpoint_stats": lambda _a: self.endpoint_stats(),
             "version": lambda _a: {"version": __version__, "backend": "userspace"},
+            **self.control_api.commands(),
         })
         self.stopping = asyncio.Event()
         self.registry.listeners.append(self._log_event)
@@ -49,6 +75,20 @@ class Daemon:
             for ep in self.backend.endpoints.values()
         ]
 
+    def _publish(self, event: str, attrs: dict[str, Any]) -> None:
+        self.server.publish(event, attrs)
+        if event.endswith("_down"):
+            log.info("%s %s", event, attrs)
+
+    def accept(self, ep: Endpoint, peer: tuple[str, int], msg: ControlMessage) -> Decision:
+        """Whom we serve: with a configuration file, its ``[[peer]]`` policies; without one
+        (a daemon driven through the API), anyone who reaches a listener."""
+        if self.manager is not None:
+            return self.manager.accept(ep, peer, msg)
+        if ep not in self.driver.listeners:
+            return (StopCCNResult.NOT_AUTHORIZED, 0, "not accepting tunnels on this socket")
+        return dataclasses.replace(self.base_params, version=msg.version)
+
     @staticmethod
     def _log_event(event: str, obj: object) -> None:
         tid = getattr(obj, "tunnel_id", None)
@@ -57,35 +97,78 @@ class Daemon:
             tid = getattr(tunnel, "tunnel_id", None)
         log.info("%s tunnel_id=%s session_id=%s", event, tid, getattr(obj, "session_id", "-"))
 
+    def reload(self) -> None:
+        """SIGHUP: re-read the file; an invalid one changes nothing."""
+        if self.manager is None or self.config_path is None:
+            log.warning("SIGHUP ignored: the daemon was started without --config")
+            return
+        try:
+            new = config_mod.load(self.config_path)
+        except config_mod.ConfigError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            return
+        log.info("reloading %s", self.config_path)
+        self.manager.apply(new)
+
     async def run(self) -> None:
         await self.server.start()
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stopping.set)
+        self.loop.add_signal_handler(signal.SIGHUP, self.reload)
+        if self.manager is not None:
+            self.manager.apply(self.manager.config)
         log.info("pyl2tp %s serving %s (backend userspace)", __version__, self.socket_path)
         await self.stopping.wait()
-        log.info("shutting down: deleting %d tunnels", len(self.registry.tunnels))
+        log.info("shutting down: %d control connections, %d tunnels",
+                 len(self.driver.plane.conns), len(self.registry.tunnels))
+        if self.manager is not None:
+            self.manager.shutdown()
+        self.driver.shutdown()
+        # Give the peers a moment to acknowledge our StopCCNs before the sockets close.
+        for _ in range(30):
+            if all(c.transport.outstanding == 0 for c in self.driver.plane.conns.values()):
+                break
+            await asyncio.sleep(0.05)
         self.backend.close()
         await self.server.close()
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="TOML configuration (see docs/configuration.md); SIGHUP reloads it")
+    p.add_argument("--check", action="store_true",
+                   help="only check the configuration file and exit")
     p.add_argument("--socket", default=None, help="management socket path "
                    "(default: /run/pyl2tp/<netns>.sock or /run/pyl2tp/pyl2tp.sock)")
-    p.add_argument("--log-level", default="info",
+    p.add_argument("--log-level", default=None,
                    choices=["debug", "info", "warning", "error"], help="stderr log level")
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=getattr(logging, args.log_level.upper()), stream=sys.stderr,
+    config: Config | None = None
+    if args.config is not None:
+        try:
+            config = config_mod.load(args.config)
+        except config_mod.ConfigError as exc:
+            print(f"pyl2tp daemon: {exc}", file=sys.stderr)
+            return 1
+    if args.check:
+        if config is None:
+            print("pyl2tp daemon: --check needs --config FILE", file=sys.stderr)
+            return 1
+        print(f"{args.config}: OK")
+        return 0
+    level = args.log_level or (config.daemon.log_level if config else "info")
+    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if os.geteuid() != 0:
         print("pyl2tp daemon: must run as root (it creates TAP devices and raw sockets)",
               file=sys.stderr)
         return 1
-    path = args.socket or default_socket_path()
+    path = args.socket or (config.daemon.socket if config else None) or default_socket_path()
 
     async def main() -> None:
-        daemon = Daemon(path)
+        daemon = Daemon(path, config, args.config)
         await daemon.run()
 
     try:

@@ -137,7 +137,10 @@ class UserspaceBackend:
 
     def tunnel_open(self, tunnel: Tunnel) -> None:
         self._check_route(tunnel)
-        ep = self.endpoint_for(tunnel.encap, tunnel.family, tunnel.local, tunnel.udp_sport)
+        # A tunnel of the control plane arrives with the endpoint its control connection
+        # runs on (data and control share the socket, as with a kernel tunnel's fd).
+        ep = tunnel.endpoint if isinstance(tunnel.endpoint, Endpoint) else self.endpoint_for(
+            tunnel.encap, tunnel.family, tunnel.local, tunnel.udp_sport)
         if tunnel.encap == EncapType.UDP:
             want = (tunnel.udp_csum, tunnel.udp_zero_csum6_tx, tunnel.udp_zero_csum6_rx)
             if ep.checksum is None:

@@ -43,10 +43,12 @@ class EthPseudowire:
         self.rx_short = 0
         self.rx_no_device = 0
         try:
-            if session.ifname:
+            if session.ifname and "%d" not in session.ifname:
                 self.dev = tuntap.open_tap(session.ifname)
             else:
-                self.dev = tuntap.open_tap(template="l2tpeth%d")
+                # Like the kernel's dev_alloc_name: a "%d" in the name picks the first free
+                # number ("name l2tp%d" in ip l2tp, count > 1 in the configuration).
+                self.dev = tuntap.open_tap(template=session.ifname or "l2tpeth%d")
         except FileExistsError as exc:
             raise L2tpError(errno.EEXIST, str(exc)) from None
         except (OSError, ValueError) as exc:

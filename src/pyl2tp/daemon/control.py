@@ -1,0 +1,348 @@
+"""The asyncio side of the control plane: sockets, one timer, and the data plane it programs.
+
+:class:`ControlDriver` feeds the sans-I/O :class:`~pyl2tp.control.plane.ControlPlane` with the
+control messages that the userspace backend's shared sockets pass up (T bit set, or session id
+0 over IP), transmits what the plane produces, and turns its events into data-plane objects:
+a tunnel that comes up becomes a managed registry tunnel on the very socket its control
+connection uses, an established call becomes a session, and teardown removes them. The
+reverse direction works too: deleting a managed tunnel or session through the management API
+(``ip l2tp del ...``) clears it on the wire with StopCCN or CDN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from pyl2tp.control import events as ev
+from pyl2tp.control.call import Call
+from pyl2tp.control.params import CallParams, ConnectionParams
+from pyl2tp.control.plane import ControlPlane, Decision
+from pyl2tp.control.tunnel import ControlConnection, State
+from pyl2tp.dataplane.model import Session, Tunnel
+from pyl2tp.dataplane.registry import Registry
+from pyl2tp.dataplane.userspace import Endpoint, UserspaceBackend
+from pyl2tp.errors import L2tpError
+from pyl2tp.wire.constants import L2TP_PORT, CDNResult, EncapType, StopCCNResult
+from pyl2tp.wire.message import ControlMessage
+
+log = logging.getLogger("pyl2tp.control")
+
+Policy = Callable[[Endpoint, tuple[str, int], ControlMessage], Decision]
+Publish = Callable[[str, dict[str, Any]], None]
+
+
+def family_of(address: str) -> int:
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
+
+
+def wildcard(family: int) -> str:
+    return "::" if family == socket.AF_INET6 else "0.0.0.0"
+
+
+def source_address(family: int, peer: str) -> str:
+    """The local address the routing table picks towards ``peer`` (for display and for the
+    data-plane tunnel's ``local``), found with an unbound connected UDP socket."""
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((peer, L2TP_PORT))
+            return str(probe.getsockname()[0])
+        except OSError:
+            return wildcard(family)
+
+
+class ControlDriver:
+    """Runs the control plane on the userspace backend's endpoints."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, registry: Registry,
+                 backend: UserspaceBackend, *, policy: Policy | None = None,
+                 publish: Publish | None = None, max_tunnels: int = 4096) -> None:
+        self.loop = loop
+        self.registry = registry
+        self.backend = backend
+        self.policy = policy
+        self.publish = publish or (lambda _e, _a: None)
+        self.plane = ControlPlane(
+            accept=self._accept, max_tunnels=max_tunnels,
+            tunnel_id_taken=lambda tid: tid in registry.tunnels,
+            session_id_taken=lambda sid: sid in registry.v3_sessions,
+        )
+        self.listeners: list[Endpoint] = []
+        self._refs: dict[Endpoint, int] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._tunnels: dict[int, Tunnel] = {}   # control tunnel id -> data-plane tunnel
+        self._sessions: dict[tuple[int, int], Session] = {}
+        # Called with every control-plane event after the data plane has followed it.
+        self.observers: list[Callable[[ev.Event], None]] = []
+        backend.control_handler = self._on_datagram
+        registry.listeners.append(self._on_registry)
+
+    # ---- sockets ----------------------------------------------------------------------------
+
+    def listen(self, encap: EncapType, address: str, port: int = L2TP_PORT) -> Endpoint:
+        """Open (or reuse) a socket that accepts incoming control connections."""
+        ep = self.backend.endpoint_for(encap, family_of(address), address,
+                                       port if encap == EncapType.UDP else 0)
+        ep.pinned = True
+        if ep not in self.listeners:
+            self.listeners.append(ep)
+        log.info("listening for %s control connections on %s%s", encap.name, address,
+                 f" port {ep.port}" if encap == EncapType.UDP else "")
+        return ep
+
+    def _hold(self, ep: Endpoint) -> None:
+        self._refs[ep] = self._refs.get(ep, 0) + 1
+        ep.pinned = True
+
+    def _unhold(self, ep: Endpoint) -> None:
+        n = self._refs.get(ep, 0) - 1
+        if n > 0:
+            self._refs[ep] = n
+            return
+        self._refs.pop(ep, None)
+        if ep not in self.listeners:
+            ep.pinned = False
+            self.backend._release(ep)
+
+    # ---- local actions ----------------------------------------------------------------------
+
+    def dial(self, params: ConnectionParams, peer: str, *, port: int = L2TP_PORT,
+             encap: EncapType = EncapType.UDP, local: str | None = None,
+             local_port: int = L2TP_PORT) -> ControlConnection:
+        """Open a control connection to ``peer``; calls may be placed on it at once."""
+        if params.version == 2 and encap != EncapType.UDP:
+            raise L2tpError(errno.EPROTONOSUPPORT, "L2TPv2 runs over UDP only")
+        family = family_of(peer)
+        if local is not None and family_of(local) != family:
+            raise L2tpError(errno.EINVAL, "local and peer addresses must be of one family")
+        ep = self.backend.endpoint_for(encap, family, local or wildcard(family),
+                                       local_port if encap == EncapType.UDP else 0)
+        self._hold(ep)
+        try:
+            conn = self.plane.dial(params, ep, (peer, port if encap == EncapType.UDP else 0),
+                                   self.loop.time(), ip_encap=encap == EncapType.IP)
+        except (ValueError, RuntimeError) as exc:
+            self._unhold(ep)
+            raise L2tpError(errno.ENOSPC, str(exc)) from None
+        conn.owner_ep = ep  # type: ignore[attr-defined]
+        self._pump()
+        return conn
+
+    def place_call(self, conn: ControlConnection, params: CallParams | None = None, *,
+                   direction: str = "incoming") -> Call:
+        try:
+            call = conn.place_call(params, direction=direction, now=self.loop.time())
+        except ValueError as exc:
+            raise L2tpError(errno.EINVAL, str(exc)) from None
+        self.plane.touch(conn)
+        self._pump()
+        return call
+
+    def hangup(self, conn: ControlConnection, call: Call | None = None, *,
+               text: str = "administrative") -> None:
+        now = self.loop.time()
+        if call is None:
+            conn.close(now, result=StopCCNResult.GENERAL_CLEAR, text=text)
+        else:
+            conn.disconnect_call(call, now, result=CDNResult.ADMINISTRATIVE, text=text)
+        self.plane.touch(conn)
+        self._pump()
+
+    def close_all(self) -> None:
+        self.plane.close_all(self.loop.time())
+        self._pump()
+
+    def conn(self, tunnel_id: int) -> ControlConnection:
+        conn = self.plane.conns.get(tunnel_id)
+        if conn is None:
+            raise L2tpError(errno.ENODEV, f"no control connection {tunnel_id}")
+        return conn
+
+    # ---- receive path -------------------------------------------------------------------------
+
+    def _accept(self, ep: Any, peer: Any, msg: ControlMessage) -> Decision:
+        if self.policy is None:
+            return None
+        return self.policy(ep, peer, msg)
+
+    def _on_datagram(self, ep: Endpoint, data: bytes, offset: int, addr: tuple[Any, ...]
+                     ) -> None:
+        peer = (addr[0], addr[1] if ep.encap == EncapType.UDP else 0)
+        self.plane.receive(ep, data, offset, peer, self.loop.time(),
+                           ip_encap=ep.encap == EncapType.IP)
+        self._pump()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.plane.handle_timer(self.loop.time())
+        self._pump()
+
+    def _pump(self) -> None:
+        """Send what the plane produced, act on its events and re-arm the one timer."""
+        for ep, peer, data in self.plane.datagrams():
+            ep.sendto(data, peer)
+        for event in self.plane.events():
+            try:
+                self._on_event(event)
+                for observer in self.observers:
+                    observer(event)
+            except Exception:  # one bad event must not stop the others or the loop
+                log.exception("control event %r failed", event)
+        deadline = self.plane.next_deadline()
+        if deadline != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = None if deadline is None else self.loop.call_at(deadline,
+                                                                            self._on_timer)
+            self._timer_at = deadline
+        # Events may have queued more output (a CDN for a session the data plane refused).
+        if self.plane._out:
+            self._pump()
+
+    # ---- events -> data plane -----------------------------------------------------------------
+
+    def _on_event(self, event: ev.Event) -> None:
+        if isinstance(event, ev.TunnelUp):
+            self._tunnel_up(event.conn)
+        elif isinstance(event, ev.CallUp):
+            self._call_up(event.call)
+        elif isinstance(event, ev.CallDown):
+            self._call_down(event)
+        elif isinstance(event, ev.TunnelDown):
+            self._tunnel_down(event)
+        elif isinstance(event, ev.CallInfo):
+            self.publish("control_call_info", {
+                "conn_id": event.call.conn.local_id, "session_id": event.call.local_id,
+                "msg_type": event.msg_type, "info": event.call.summary()["peer_info"]})
+        elif isinstance(event, ev.TunnelReplaced):
+            self.publish("control_tunnel_replaced", {
+                "old_conn_id": event.old.local_id, "conn_id": event.new.local_id})
+
+    def _tunnel_up(self, conn: ControlConnection) -> None:
+        ep: Endpoint = conn.local
+        host, port = conn.peer
+        tunnel = Tunnel(conn.local_id, conn.peer_id, conn.version, ep.encap,
+                        family=ep.family, local=source_address(ep.family, host), remote=host,
+                        udp_sport=ep.port, udp_dport=port, managed=True,
+                        # The control messages share this socket: keep its checksums on.
+                        udp_csum=True)
+        tunnel.owner = "control"
+        tunnel.endpoint = ep
+        try:
+            self.registry.add_tunnel(tunnel)
+        except L2tpError as exc:
+            log.warning("tunnel %d: data plane refused it: %s", conn.local_id, exc)
+            conn.close(self.loop.time(), result=StopCCNResult.GENERAL_ERROR, error=4,
+                       text=f"data plane: {exc.message}")
+            self.plane.touch(conn)
+            return
+        if not hasattr(conn, "owner_ep"):
+            self._hold(ep)
+            conn.owner_ep = ep  # type: ignore[attr-defined]
+        self._tunnels[conn.local_id] = tunnel
+        self.publish("control_tunnel_up", conn.summary())
+
+    def _call_up(self, call: Call) -> None:
+        conn = call.conn
+        tunnel = self._tunnels.get(conn.local_id)
+        if tunnel is None:
+            return
+        session = Session(tunnel, call.local_id, call.peer_id, call.pw_type,
+                          cookie=call.cookie, peer_cookie=call.peer_cookie,
+                          l2spec_type=call.l2spec_type, recv_seq=call.recv_seq,
+                          send_seq=call.send_seq, lns_mode=call.lns_mode,
+                          reorder_timeout=call.params.reorder_timeout,
+                          ifname=call.params.ifname)
+        try:
+            self.registry.add_session(session)
+        except L2tpError as exc:
+            log.warning("session %d/%d: data plane refused it: %s", conn.local_id,
+                        call.local_id, exc)
+            conn.disconnect_call(call, self.loop.time(), result=CDNResult.GENERAL_ERROR,
+                                 error=4, text=f"data plane: {exc.message}")
+            self.plane.touch(conn)
+            return
+        self._sessions[(conn.local_id, call.local_id)] = session
+        call.user = session
+        self.publish("control_session_up", {"conn_id": conn.local_id, **call.summary(),
+                                            "ifname": session.ifname})
+
+    def _call_down(self, event: ev.CallDown) -> None:
+        call = event.call
+        session = self._sessions.pop((call.conn.local_id, call.local_id), None)
+        if session is not None and not session.dead:
+            self.registry.delete_session(session)
+        self.publish("control_session_down", {
+            "conn_id": call.conn.local_id, "session_id": call.local_id,
+            "peer_session_id": call.peer_id, "reason": event.reason, "result": event.result,
+            "error": event.error, "by_peer": event.by_peer})
+
+    def _tunnel_down(self, event: ev.TunnelDown) -> None:
+        conn = event.conn
+        tunnel = self._tunnels.pop(conn.local_id, None)
+        if tunnel is not None and not tunnel.dead:
+            self.registry.delete_tunnel(tunnel)
+        self.publish("control_tunnel_down", {
+            "conn_id": conn.local_id, "peer_conn_id": conn.peer_id, "reason": event.reason,
+            "result": event.result, "error": event.error, "by_peer": event.by_peer})
+        ep = getattr(conn, "owner_ep", None)
+        if ep is not None:
+            # Keep the socket until the linger ends? The plane keeps the connection (and so
+            # its acknowledgements) on the same endpoint object, which stays open while other
+            # holders exist; a private ephemeral socket is released after the linger below.
+            self.loop.call_later(self.plane_linger(conn), self._unhold, ep)
+            del conn.owner_ep  # type: ignore[attr-defined]
+
+    @staticmethod
+    def plane_linger(conn: ControlConnection) -> float:
+        return conn.transport.config.linger_time + 1.0
+
+    # ---- API-initiated deletes ----------------------------------------------------------------
+
+    def _on_registry(self, event: str, obj: object) -> None:
+        if event == "tunnel_delete" and isinstance(obj, Tunnel) and obj.owner == "control":
+            conn = self.plane.conns.get(obj.tunnel_id)
+            if conn is not None and conn.state not in (State.CLOSING, State.DEAD):
+                self._tunnels.pop(obj.tunnel_id, None)
+                self.loop.call_soon(self.hangup, conn, None)
+        elif event == "session_delete" and isinstance(obj, Session) and \
+                obj.tunnel.owner == "control":
+            conn = self.plane.conns.get(obj.tunnel.tunnel_id)
+            if conn is None:
+                return
+            call = conn.calls.get(obj.session_id)
+            if call is not None and not call.dead:
+                self._sessions.pop((conn.local_id, call.local_id), None)
+                self.loop.call_soon(self.hangup, conn, call)
+
+    def shutdown(self) -> None:
+        """Tell every peer we are going (StopCCN 6) before the sockets close."""
+        with contextlib.suppress(Exception):
+            self.close_all()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._on_registry in self.registry.listeners:
+            self.registry.listeners.remove(self._on_registry)
+
+    def dump(self) -> list[dict[str, Any]]:
+        out = []
+        for conn in sorted(self.plane.conns.values(), key=lambda c: c.local_id):
+            item = conn.summary()
+            host, port = conn.peer
+            item["peer"] = host
+            item["peer_port"] = port
+            item["encap"] = "ip" if conn.ip_encap else "udp"
+            item["calls"] = [c.summary() for c in sorted(conn.calls.values(),
+                                                         key=lambda c: c.local_id)]
+            out.append(item)
+        return out
+
+
+__all__ = ["ControlDriver", "family_of", "source_address", "wildcard"]
