@@ -635,6 +635,20 @@ class ReliableTransport:
 
     # ---- teardown --------------------------------------------------------------------------
 
+    def discard_unsent(self) -> int:
+        """Drop the messages held back by the window (numbered, never transmitted) and give
+        their sequence numbers back, so the next :meth:`send` reuses the first one's Ns; the
+        peer never saw them. Returns how many were dropped.
+
+        For a StopCCN, which clears every session: the queued session messages are moot, and
+        behind a full window they could keep the StopCCN from leaving before the linger ends.
+        """
+        dropped = len(self._queue)
+        if dropped:
+            self._ns_next = self._queue[0].ns
+            self._queue.clear()
+        return dropped
+
     def begin_linger(self, now: float, *, until_acked: bool = False) -> None:
         """Start the post-StopCCN linger after sending or receiving StopCCN.
 

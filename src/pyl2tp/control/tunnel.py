@@ -239,7 +239,9 @@ class ControlConnection:
             msg.add(A.BEARER_CAPABILITIES, p.bearer_capabilities, hidden=hide)
             msg.add(A.FIRMWARE_REVISION, p.firmware_revision)
             msg.add(A.VENDOR_NAME, p.vendor_name)
-            msg.add(A.ASSIGNED_TUNNEL_ID, self.local_id, hidden=hide)
+            # Never hidden: the id is in clear in every header the peer sends us anyway, and a
+            # peer with another secret must still be able to address its StopCCN to us.
+            msg.add(A.ASSIGNED_TUNNEL_ID, self.local_id)
             msg.add(A.RECEIVE_WINDOW_SIZE, p.receive_window)
             if self._peer_challenge is not None and self.params.secret is not None:
                 msg.add(A.CHALLENGE_RESPONSE, auth.challenge_response(
@@ -251,7 +253,7 @@ class ControlConnection:
         else:
             msg.add(A.HOST_NAME, p.host_name)
             msg.add(A.ROUTER_ID, p.router_id)
-            msg.add(A.ASSIGNED_CONNECTION_ID, self.local_id, hidden=hide)
+            msg.add(A.ASSIGNED_CONNECTION_ID, self.local_id)  # not hidden: see v2 above
             msg.add(A.PW_CAPABILITIES_LIST, tuple(p.pw_types))
             msg.add(A.RECEIVE_WINDOW_SIZE, p.receive_window)
             msg.add(A.VENDOR_NAME, p.vendor_name)
@@ -416,6 +418,7 @@ class ControlConnection:
             return
         if msg.msg_type == M.StopCCN:
             # A malformed StopCCN still ends the connection: the peer is leaving.
+            self._learn_id_from_stopccn(msg)
             self._teardown(now, f"peer sent a malformed StopCCN: {exc.reason}", None, None,
                            by_peer=True, send=False)
             return
@@ -563,6 +566,7 @@ class ControlConnection:
                 self._start_call(call, now)
 
     def _on_stopccn(self, msg: ControlMessage, now: float) -> None:
+        self._learn_id_from_stopccn(msg)
         rc = msg.get(A.RESULT_CODE)
         result = rc.result if rc is not None else None
         error = rc.error if rc is not None else None
@@ -570,6 +574,16 @@ class ControlConnection:
         if rc is not None and rc.message:
             text += f" ({rc.message})"
         self._teardown(now, text, result, error, by_peer=True, send=False)
+
+    def _learn_id_from_stopccn(self, msg: ControlMessage) -> None:
+        """A StopCCN answering our SCCRQ is the first we hear of the peer's id: adopt it so
+        that our acknowledgement reaches the peer's connection (RFC 2661 §5.7: the StopCCN
+        carries the Assigned Tunnel ID for exactly this)."""
+        if self.peer_id == 0:
+            key = A.ASSIGNED_TUNNEL_ID if self.version == 2 else A.ASSIGNED_CONNECTION_ID
+            value = msg.get(key)
+            if isinstance(value, int) and value:
+                self.peer_id = value
 
     # ---- calls ------------------------------------------------------------------------------
 
@@ -609,6 +623,7 @@ class ControlConnection:
         return call
 
     def _start_call(self, call: Call, now: float) -> None:
+        call.deadline = now + self.params.setup_timeout  # time waiting for the tunnel is free
         if self.version == 3 and self.peer_pw_types and call.pw_type not in self.peer_pw_types:
             self._call_down(call, now, f"peer does not support pseudowire type {call.pw_type}",
                             CDNResult.UNSUPPORTED_PW_TYPE, 0, send=False, by_peer=False)
@@ -649,8 +664,14 @@ class ControlConnection:
         call = self._find_call(msg)
         if call is None or call.dead:
             self._count("rx_unknown_session")
-            if t not in (M.CDN, M.WEN, M.SLI):
+            peer_sid = msg.get(A.ASSIGNED_SESSION_ID if self.version == 2 else
+                               A.LOCAL_SESSION_ID)
+            if t not in (M.CDN, M.WEN, M.SLI) and peer_sid:
+                # Tell the peer at once instead of letting its call time out; never answer
+                # a CDN, WEN or SLI, so two confused ends cannot ping-pong.
                 log.debug("tunnel %d: %s for unknown session", self.local_id, msg.name)
+                self._cdn_unknown(msg, now, CDNResult.GENERAL_ERROR, ErrorCode.INVALID_SESSION_ID,
+                                  f"{msg.name} for no session of ours")
             return
         if t == M.CDN:
             rc = msg.get(A.RESULT_CODE)
@@ -792,9 +813,14 @@ class ControlConnection:
             return
         was_up = self.established
         if send and result is not None:
+            # Whatever the window still holds back is moot once the StopCCN clears every
+            # session; it must not delay the StopCCN past the linger.
+            dropped = self.transport.discard_unsent()
+            if dropped:
+                self._count("tx_discarded_on_close", dropped)
             msg = ControlMessage(M.StopCCN, version=self.version)
             key = A.ASSIGNED_TUNNEL_ID if self.version == 2 else A.ASSIGNED_CONNECTION_ID
-            msg.add(key, self.local_id, hidden=self.hiding)
+            msg.add(key, self.local_id)  # readable for the peer's reverse lookup
             msg.add(A.RESULT_CODE, ResultCode(result, error or 0, reason[:200]))
             self._send(msg, now)
         self.result = ResultCode(result, error, reason) if result is not None else None
@@ -834,8 +860,13 @@ class ControlConnection:
             return
         self.transport.handle_timer(now)
         if self._setup_deadline is not None and now >= self._setup_deadline:
-            self._teardown(now, "control connection not established in time",
-                           StopCCNResult.FSM_ERROR, 0, by_peer=False)
+            if self.state is State.WAIT_CTL_REPLY and self.transport.outstanding:
+                # Our SCCRQ is still unacknowledged: its retransmissions decide, and an
+                # unreachable peer is reported as such rather than as a timeout.
+                self._setup_deadline = now + self.params.setup_timeout
+            else:
+                self._teardown(now, "control connection not established in time",
+                               StopCCNResult.FSM_ERROR, 0, by_peer=False)
         if self.established:
             for call in [c for c in self.calls.values() if not c.established]:
                 if now >= call.deadline:
