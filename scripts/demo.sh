@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Sets everything up, then shows pyl2tp's main job: two hosts (network namespaces) joined by an
-# L2TPv3 Ethernet pseudowire that pyl2tp runs in userspace, configured with `ip l2tp` syntax,
-# carrying a ping; then the tunnel, the sessions and their statistics.
+# Sets everything up, then shows pyl2tp's main job: two hosts (network namespaces) joined by
+# L2TPv3 Ethernet pseudowires that pyl2tp runs in userspace, carrying pings: first one set up
+# statically with `ip l2tp` syntax, then one negotiated by pyl2tp's control plane (B is an LNS
+# configured by a TOML file with a per-peer secret, A dials it); then what pyl2tp reports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -15,7 +16,22 @@ cleanup() {
   wait 2>/dev/null || true
   ip netns del "$A" 2>/dev/null || true
   ip netns del "$B" 2>/dev/null || true
+  rm -f "$CONF"
 }
+CONF=$(mktemp --suffix .toml)
+cat >"$CONF" <<'TOML'
+[daemon]
+host_name = "lns-b"
+
+[[listen]]          # accept control connections on UDP port 1701
+encap = "udp"
+
+[[peer]]            # ... from host A, authenticated with a shared secret
+name = "host-a"
+address = "10.200.0.1"
+secret = "demo-secret"
+hide_avps = true
+TOML
 trap cleanup EXIT INT TERM
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { local ns=$1; shift; printf '[%s]$ %s\n' "${ns%-*}" "$*"; ip netns exec "$ns" "$@"; }
@@ -28,10 +44,10 @@ for ns in "$A" "$B"; do ip -n "$ns" link set lo up; ip -n "$ns" link set "veth$t
 echo "A: 10.200.0.1  <->  B: 10.200.0.2"
 
 step "a pyl2tp daemon on each host (the userspace L2TP data plane)"
-for ns in "$A" "$B"; do
-  ip netns exec "$ns" "$PYL2TP" daemon --log-level warning &
-  pids+=($!)
-done
+ip netns exec "$A" "$PYL2TP" daemon --log-level warning &
+pids+=($!)
+ip netns exec "$B" "$PYL2TP" daemon --log-level warning --config "$CONF" &
+pids+=($!)
 for ns in "$A" "$B"; do
   for _ in $(seq 100); do [ -S "/run/pyl2tp/$ns.sock" ] && break; sleep 0.05; done
 done
@@ -58,4 +74,21 @@ run "$A" "$PYL2TP" show session
 run "$A" "$PYL2TP" -s show session
 run "$A" ip -s link show l2tp0 | sed -n '1,6p'
 
-step "teardown: SIGTERM makes each daemon delete its tunnels and devices"
+step "a dynamic L2TPv3 tunnel: A dials B's control plane (SCCRQ ... with message digests)"
+out=$(run "$A" "$PYL2TP" dial peer 10.200.0.2 version 3 secret demo-secret hidden host_name host-a)
+echo "$out"; tid=$(echo "$out" | tail -n1 | awk '{print $2}')
+for _ in $(seq 100); do
+  ip netns exec "$A" "$PYL2TP" control show | grep -q "state established" && break; sleep 0.05
+done
+run "$A" "$PYL2TP" call tunnel_id "$tid" pw_type eth ifname dyn0
+for _ in $(seq 100); do
+  [ "$(ip netns exec "$B" "$PYL2TP" -j show session | grep -o l2tpeth0)" ] && break; sleep 0.05
+done
+run "$A" ip addr add 192.168.101.1/24 dev dyn0; run "$A" ip link set dyn0 up
+run "$B" ip addr add 192.168.101.2/24 dev l2tpeth0; run "$B" ip link set l2tpeth0 up
+run "$A" ping -c 5 -i 0.2 192.168.101.2
+run "$A" "$PYL2TP" control show
+run "$B" "$PYL2TP" show session tunnel_id "$(ip netns exec "$B" "$PYL2TP" -j show tunnel \
+    | python3 -c 'import json,sys; print([t["tunnel_id"] for t in json.load(sys.stdin) if t["tunnel_id"] != 2000][0])')"
+
+step "teardown: SIGTERM makes each daemon clear its tunnels (StopCCN) and delete its devices"
