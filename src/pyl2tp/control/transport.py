@@ -277,7 +277,7 @@ class ReliableTransport:
         "_cwnd", "_ssthresh", "_ca_acks", "_peer_rws", "_tx_count", "_episode", "_congested",
         "_ack_pending", "_ack_deadline", "_now",
         "_exhausted", "_linger_until", "_linger_until_acked", "_linger_done",
-        "_events", "stats",
+        "_events", "stats", "ack_session_id",
     )
 
     def __init__(
@@ -314,6 +314,10 @@ class ReliableTransport:
         self._linger_done = False
         self._events: list[TransportEvent] = []
         self.stats = TransportStats()
+        # Header Session ID of the ZLBs we make (v2): the caller sets it to the peer's id of
+        # the session whose message is being acknowledged, as xl2tpd expects (it only frees
+        # a call once the ZLB acknowledging its CDN arrives with that call's id).
+        self.ack_session_id = 0
 
     # ---- state ---------------------------------------------------------------------------
 
@@ -469,7 +473,8 @@ class ReliableTransport:
             msg_type = MessageType.ZLB
             self.stats.zlb_sent += 1
         return ControlMessage(msg_type, version=self.config.version, tunnel_id=self.peer_id,
-                              session_id=0, ns=self._snd_max, nr=self._rcv_nxt)
+                              session_id=self.ack_session_id, ns=self._snd_max,
+                              nr=self._rcv_nxt)
 
     # ---- receiving -------------------------------------------------------------------------
 

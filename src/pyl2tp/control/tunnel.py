@@ -231,7 +231,10 @@ class ControlConnection:
     def _sccrx(self, msg_type: int) -> ControlMessage:
         p = self.params
         msg = ControlMessage(msg_type, version=self.version, tunnel_id=self.peer_id)
-        hide = self.hiding
+        # Nothing is hidden in SCCRQ/SCCRP: a peer may only pick the secret once it has seen
+        # the whole message (xl2tpd looks it up after parsing, and rejects hidden AVPs it meets
+        # before with StopCCN 2/6 "Invalid Hidden AVP"); hiding starts with SCCCN.
+        hide = False
         if self.version == 2:
             msg.add(A.PROTOCOL_VERSION, V2_PROTOCOL)
             msg.add(A.HOST_NAME, p.host_name)
@@ -338,6 +341,8 @@ class ControlConnection:
             if self.state in (State.DEAD, State.CLOSING):
                 break
             self._count(f"rx_{m.name}")
+            if self.version == 2:
+                self.transport.ack_session_id = self._peer_session_of(m)
             if m is msg and error is not None:
                 self._protocol_error(m, error, now)
                 continue
@@ -346,6 +351,16 @@ class ControlConnection:
             except _Refuse as exc:
                 self._teardown(now, exc.text, exc.result, exc.error, by_peer=False)
         self._after(now)
+
+    def _peer_session_of(self, msg: ControlMessage) -> int:
+        """The peer's id of the session a v2 message belongs to (0 for tunnel messages)."""
+        if msg.msg_type not in SESSION_MESSAGES:
+            return 0
+        sid = msg.get(A.ASSIGNED_SESSION_ID)
+        if isinstance(sid, int):
+            return sid
+        call = self.calls.get(msg.session_id)
+        return call.peer_id if call is not None else 0
 
     def _authentic(self, msg: ControlMessage, data: bytes, offset: int, now: float) -> bool:
         """v3 Message Digest checks. False drops the message (and may clear the tunnel)."""

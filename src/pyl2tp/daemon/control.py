@@ -121,8 +121,13 @@ class ControlDriver:
         family = family_of(peer)
         if local is not None and family_of(local) != family:
             raise L2tpError(errno.EINVAL, "local and peer addresses must be of one family")
-        ep = self.backend.endpoint_for(encap, family, local or wildcard(family),
-                                       local_port if encap == EncapType.UDP else 0)
+        sport = local_port if encap == EncapType.UDP else 0
+        # Without a local address, dial from a listener that matches (a socket bound to one
+        # address would refuse a second one bound to the wildcard on the same port).
+        ep = next((e for e in self.listeners if local is None and e.encap == encap
+                   and e.family == family and e.port == sport), None)
+        if ep is None:
+            ep = self.backend.endpoint_for(encap, family, local or wildcard(family), sport)
         self._hold(ep)
         try:
             conn = self.plane.dial(params, ep, (peer, port if encap == EncapType.UDP else 0),

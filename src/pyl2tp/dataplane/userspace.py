@@ -110,8 +110,9 @@ class Endpoint:
         try:
             self.sock.sendto(data, addr)
             return True
-        except OSError:
+        except OSError as exc:
             self.tx_errors += 1
+            log.debug("sendto %s from %s failed: %s", addr, self.key, exc)
             return False
 
     def close(self) -> None:
