@@ -65,6 +65,8 @@ class ControlPlane:
         self.stats: dict[str, int] = {}
 
     def _count(self, name: str) -> None:
+        """Every datagram handed to :meth:`receive` lands in exactly one ``rx_*`` counter
+        (``rx_dispatched`` when a connection took it), so their sum accounts for all input."""
         self.stats[name] = self.stats.get(name, 0) + 1
 
     # ---- ids --------------------------------------------------------------------------------
@@ -124,6 +126,7 @@ class ControlPlane:
                 else:
                     self._count("rx_wrong_peer")
                     return
+            self._count("rx_dispatched")
             conn.receive(data, offset, now)
             self._collect(conn)
             return
@@ -147,6 +150,7 @@ class ControlPlane:
             if conn is None:
                 self._count("rx_unknown_tunnel")
                 return
+            self._count("rx_dispatched")
             conn.receive(data, offset, now)
             self._collect(conn)
             return
@@ -166,6 +170,7 @@ class ControlPlane:
         if peer_tid is not None:
             known = self._by_peer.get((local, peer, peer_tid))
             if known is not None:
+                self._count("rx_dispatched")
                 known.receive(data, offset, now)
                 self._collect(known)
                 return
@@ -177,16 +182,18 @@ class ControlPlane:
         if params is not None:
             consumed, replaced, moved = self._tie(local, peer, msg, version, now)
             if consumed:
+                self._count("rx_sccrq_tie")
                 return
         tid = self._new_tunnel_id(version)
         kw: dict[str, Any] = dict(now=now, rng=self.rng, ip_encap=ip_encap, peer=peer,
                                   local=local, session_id_taken=self._session_id_taken)
         if params is not None:
+            self._count("rx_sccrq_accepted")
             conn = ControlConnection.answer(params, tid, data, offset, **kw)
         else:
             assert isinstance(decision, tuple)
             result, error, text = decision
-            self._count("sccrq_refused")
+            self._count("rx_sccrq_refused")
             log.info("refusing tunnel from %s: %s", peer, text)
             conn = ControlConnection.refuse(ConnectionParams(version=version), tid, data,
                                             offset, result=result, error=error, text=text, **kw)

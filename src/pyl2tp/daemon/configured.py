@@ -148,7 +148,7 @@ class ConfigManager:
         version = msg.version
         daemon = self.config.daemon
         policy = self.config.peer_for(host, host_name if isinstance(host_name, str) else None)
-        if policy is not None:
+        if policy is not None and ep in self.driver.listeners:
             if not policy.accept:
                 return (StopCCNResult.NOT_AUTHORIZED, 0, f"refused by policy {policy.name!r}")
             if version not in policy.versions:
@@ -162,6 +162,8 @@ class ConfigManager:
                 return connection_params(d.spec.params, version=version,
                                          secret=d.spec.secret, host_name=daemon.host_name,
                                          router_id=self.router_id(host))
+        if ep not in self.driver.listeners:
+            return None  # a socket we only dial from: never answer strangers there
         return (StopCCNResult.NOT_AUTHORIZED, 0, "no [[peer]] policy matches")
 
     # ---- reconciling ------------------------------------------------------------------------

@@ -30,7 +30,6 @@ from pyl2tp.dataplane.userspace import Endpoint, UserspaceBackend
 from pyl2tp.mgmt.debug import debug_listing
 from pyl2tp.mgmt.paths import default_socket_path
 from pyl2tp.mgmt.server import MgmtServer
-from pyl2tp.wire.constants import StopCCNResult
 from pyl2tp.wire.message import ControlMessage
 
 log = logging.getLogger("pyl2tp.daemon")
@@ -63,6 +62,8 @@ class Daemon:
             "debug_tunnels": lambda _a: debug_listing(self.registry),
             "endpoint_stats": lambda _a: self.endpoint_stats(),
             "version": lambda _a: {"version": __version__, "backend": "userspace"},
+            "control_stats": lambda _a: {"plane": dict(sorted(self.driver.plane.stats.items())),
+                                         "connections": len(self.driver.plane.conns)},
             **self.control_api.commands(),
         })
         self.stopping = asyncio.Event()
@@ -86,7 +87,9 @@ class Daemon:
         if self.manager is not None:
             return self.manager.accept(ep, peer, msg)
         if ep not in self.driver.listeners:
-            return (StopCCNResult.NOT_AUTHORIZED, 0, "not accepting tunnels on this socket")
+            # A socket we only dial from: ignore, rather than answer (and so reflect) what
+            # anyone sends it.
+            return None
         return dataclasses.replace(self.base_params, version=msg.version)
 
     @staticmethod
@@ -119,8 +122,8 @@ class Daemon:
             self.manager.apply(self.manager.config)
         log.info("pyl2tp %s serving %s (backend userspace)", __version__, self.socket_path)
         await self.stopping.wait()
-        log.info("shutting down: %d control connections, %d tunnels",
-                 len(self.driver.plane.conns), len(self.registry.tunnels))
+        log.info("shutting down: deleting %d tunnels (%d control connections)",
+                 len(self.registry.tunnels), len(self.driver.plane.conns))
         if self.manager is not None:
             self.manager.shutdown()
         self.driver.shutdown()
