@@ -39,7 +39,7 @@ from tests.support.xl2tpd import (
     Xl2tpdError,
     render_config,
     render_secrets,
-    xl2tpd_binary,
+    require_xl2tpd,
     xl2tpd_version,
 )
 
@@ -50,22 +50,12 @@ LNS_ADDR = "10.77.1.2"
 SECRETS = [Secret("pyl2tp-xl2tpd-secret")]
 
 
-def _require_xl2tpd() -> None:
-    reason = None
-    if xl2tpd_binary() is None:
-        reason = "xl2tpd is not installed (apt install xl2tpd)"
-    elif not os.path.isfile(PPPD):
-        reason = f"{PPPD} is missing (apt install ppp): xl2tpd runs it for every session"
-    if reason:
-        if os.environ.get("CI", "").strip().lower() == "true":
-            pytest.fail(f"CI=true but {reason}", pytrace=False)
-        pytest.skip(reason)
 
 
 @pytest.fixture
 def hosts(netns_factory: NetnsFactory) -> tuple[NetNS, NetNS]:
     """(lac, lns) namespaces on one veth link; the factory deletes them after the test."""
-    _require_xl2tpd()
+    require_xl2tpd()
     lac, lns = netns_factory("xl2tp-lac"), netns_factory("xl2tp-lns")
     veth(lac, lns, f"{LAC_ADDR}/24", f"{LNS_ADDR}/24")
     return lac, lns

@@ -25,14 +25,13 @@ from tests.support.xl2tpd import (
     CALL_ESTABLISHED_LAC,
     CALL_ESTABLISHED_LNS,
     CDN_RECEIVED,
-    PPPD,
     STOPCCN_RECEIVED,
     TUNNEL_ESTABLISHED,
     LacSection,
     LnsSection,
     Secret,
     Xl2tpd,
-    xl2tpd_binary,
+    require_xl2tpd,
 )
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(120)]
@@ -60,16 +59,6 @@ versions = [2]
 """
 
 
-def _require_xl2tpd() -> None:
-    reason = None
-    if xl2tpd_binary() is None:
-        reason = "xl2tpd is not installed (apt install xl2tpd)"
-    elif not os.path.isfile(PPPD):
-        reason = f"{PPPD} is missing (apt install ppp)"
-    if reason:
-        if os.environ.get("CI", "").strip().lower() == "true":
-            pytest.fail(f"CI=true but {reason}", pytrace=False)
-        pytest.skip(reason)
 
 
 class Rig:
@@ -90,7 +79,7 @@ class Rig:
 
 @pytest.fixture
 def rig(netns_factory: Callable[[str], NetNS]) -> Iterator[Rig]:
-    _require_xl2tpd()
+    require_xl2tpd()
     py_ns, xl_ns = netns_factory("py"), netns_factory("xl")
     veth(py_ns, xl_ns, f"{PY_ADDR}/24", f"{XL_ADDR}/24")
     fd, path = tempfile.mkstemp(suffix=".toml")

@@ -99,6 +99,7 @@ __all__ = [
     "Xl2tpdError",
     "render_config",
     "render_secrets",
+    "require_xl2tpd",
     "xl2tpd_binary",
     "xl2tpd_version",
 ]
@@ -146,6 +147,22 @@ _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 class Xl2tpdError(RuntimeError):
     """xl2tpd failed to start, exited, or answered a control command with an error."""
+
+
+def require_xl2tpd() -> None:
+    """Skip a test that needs xl2tpd and pppd when they are missing, or fail it under CI=true
+    (CI must exercise the interop tests, never skip them silently)."""
+    import pytest
+
+    reason = None
+    if xl2tpd_binary() is None:
+        reason = "xl2tpd is not installed (apt install xl2tpd)"
+    elif not os.path.isfile(PPPD):
+        reason = f"{PPPD} is missing (apt install ppp): xl2tpd runs it for every session"
+    if reason:
+        if os.environ.get("CI", "").strip().lower() == "true":
+            pytest.fail(f"CI=true but {reason}", pytrace=False)
+        pytest.skip(reason)
 
 
 def xl2tpd_binary() -> str | None:
