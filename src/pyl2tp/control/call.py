@@ -58,8 +58,7 @@ class Call:
     __slots__ = (
         "conn", "local_id", "peer_id", "direction", "initiator", "params", "state", "serial",
         "pw_type", "cookie", "peer_cookie", "l2spec_type", "send_seq", "recv_seq", "lns_mode",
-        "remote_end_id", "tie_breaker", "deadline", "result", "peer_info", "created",
-        "established_at", "user",
+        "remote_end_id", "tie_breaker", "deadline", "result", "peer_info", "established_at",
     )
 
     def __init__(self, conn: ControlConnection, local_id: int, params: CallParams, *,
@@ -86,9 +85,7 @@ class Call:
         self.result: ResultCode | None = None
         # Last WEN Call Errors / SLI ACCM or Circuit Status and the like, by AVP name.
         self.peer_info: dict[str, object] = {}
-        self.created = now
         self.established_at: float | None = None
-        self.user: object = None  # free for the driver (the daemon keeps its session here)
 
     @property
     def established(self) -> bool:
@@ -124,11 +121,15 @@ class Call:
             msg.add(A.CIRCUIT_STATUS, CIRCUIT_ACTIVE | CIRCUIT_NEW)
             if self.peer_cookie:
                 msg.add(A.ASSIGNED_COOKIE, self.peer_cookie)
+        self._add_sublayer(msg)
+        if request and self.tie_breaker is not None:
+            msg.add(A.TIE_BREAKER, self.tie_breaker)
+
+    def _add_sublayer(self, msg: ControlMessage) -> None:
+        """The agreed sublayer, and the sequencing we require (impossible without one)."""
         msg.add(A.L2_SPECIFIC_SUBLAYER, self.l2spec_type)
         want = self.params.data_sequencing if self.l2spec_type else DataSequencing.NONE
         msg.add(A.DATA_SEQUENCING, want)
-        if request and self.tie_breaker is not None:
-            msg.add(A.TIE_BREAKER, self.tie_breaker)
 
     def request(self) -> ControlMessage:
         """ICRQ or OCRQ, sent once the tunnel is up."""
@@ -177,9 +178,7 @@ class Call:
                 self.send_seq = self.recv_seq = True
         else:
             msg.add(A.CIRCUIT_STATUS, CIRCUIT_ACTIVE | CIRCUIT_NEW)
-            msg.add(A.L2_SPECIFIC_SUBLAYER, self.l2spec_type)
-            want = self.params.data_sequencing if self.l2spec_type else DataSequencing.NONE
-            msg.add(A.DATA_SEQUENCING, want)
+            self._add_sublayer(msg)
         return msg
 
     def disconnect(self, result: int, error: int, text: str | None) -> ControlMessage:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from pyl2tp.wire import auth
 from pyl2tp.wire.constants import DataSequencing, DigestType, L2SpecType, PwType
 
 from .transport import MAX_WINDOW, MIN_RETRANSMIT_CAP, TransportConfig
@@ -132,6 +133,13 @@ class ConnectionParams:
     @property
     def authenticates(self) -> bool:
         return self.secret is not None
+
+    @property
+    def hide_key(self) -> bytes | None:
+        """The key of hidden AVPs: the secret itself in v2, a key derived from it in v3."""
+        if self.secret is None:
+            return None
+        return self.secret if self.version == 2 else auth.hiding_key_v3(self.secret)
 
     def transport_config(self, *, explicit_ack: bool) -> TransportConfig:
         return TransportConfig(

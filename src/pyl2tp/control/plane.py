@@ -20,12 +20,13 @@ from collections.abc import Callable
 from typing import Any
 
 from pyl2tp.wire.constants import AvpType, ErrorCode, MessageType, StopCCNResult
-from pyl2tp.wire.errors import MessageError, ParseError
+from pyl2tp.wire.errors import HeaderError, MessageError, ParseError
+from pyl2tp.wire.header import decode_control_header
 from pyl2tp.wire.message import ControlMessage, decode_message
 
 from . import events as ev
 from .params import CallParams, ConnectionParams
-from .tunnel import ControlConnection, Rng, State, peek_header
+from .tunnel import ControlConnection, Rng, State, assigned_id_type
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +109,15 @@ class ControlPlane:
     def receive(self, local: Any, data: bytes, offset: int, peer: Any, now: float, *,
                 ip_encap: bool = False) -> None:
         """A datagram with the T bit (or, over IP, session id 0) from ``peer``."""
-        head = peek_header(data, offset)
-        if head is None:
-            self._count("rx_not_control")
+        try:
+            head = decode_control_header(data, offset)
+        except HeaderError:
+            # Not a control message at all (a data packet the backend passed up), or one
+            # whose header is already unusable.
+            is_control = len(data) > offset and data[offset] & 0x80
+            self._count("rx_malformed" if is_control else "rx_not_control")
             return
-        version, tid, _ns = head
+        version, tid = head.version, head.tunnel_id
         if tid:
             conn = self.conns.get(tid)
             if conn is None or conn.version != version:
@@ -145,8 +150,7 @@ class ControlPlane:
             self._count("rx_malformed")
             return
         if msg.msg_type == M.StopCCN:
-            key = A.ASSIGNED_TUNNEL_ID if version == 2 else A.ASSIGNED_CONNECTION_ID
-            conn = self._by_peer.get((local, peer, msg.get(key, 0) or 0))
+            conn = self._by_peer.get((local, peer, msg.get(assigned_id_type(version), 0) or 0))
             if conn is None:
                 self._count("rx_unknown_tunnel")
                 return
@@ -207,13 +211,12 @@ class ControlPlane:
     @staticmethod
     def _assigned_id(data: bytes, offset: int, params: ConnectionParams | None,
                      msg: ControlMessage, version: int) -> int | None:
-        key = A.ASSIGNED_TUNNEL_ID if version == 2 else A.ASSIGNED_CONNECTION_ID
+        key = assigned_id_type(version)
         value = msg.get(key)
         if value is None and params is not None and params.secret is not None:
             # Hidden: decode again with the peer's key.
-            probe = ControlConnection(params, 0, now=0.0)
             try:
-                value = decode_message(data, offset=offset, hide_key=probe._hide_key,
+                value = decode_message(data, offset=offset, hide_key=params.hide_key,
                                        validate=False).get(key)
             except ParseError:
                 return None

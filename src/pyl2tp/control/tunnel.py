@@ -25,10 +25,10 @@ Decisions where the RFCs leave room, each implemented below:
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import os
-import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -42,7 +42,8 @@ from pyl2tp.wire.constants import (
     MessageType,
     StopCCNResult,
 )
-from pyl2tp.wire.errors import MessageError, ParseError
+from pyl2tp.wire.errors import HeaderError, MessageError, ParseError
+from pyl2tp.wire.header import decode_control_header
 from pyl2tp.wire.message import ControlMessage, decode_message, encode_message, message_name
 
 from . import events as ev
@@ -104,7 +105,6 @@ class ControlConnection:
         self.local = local
         self.state = State.IDLE
         self.initiator = False
-        self.created = now
         self.established_at: float | None = None
         self.peer_host_name = ""
         self.peer_vendor = ""
@@ -112,7 +112,6 @@ class ControlConnection:
         self.peer_pw_types: tuple[int, ...] = ()
         self.peer_framing = 0
         self.peer_bearer: int | None = None
-        self.peer_rws = 4
         self.peer_version: ProtocolVersion | None = None
         self.our_tie_breaker: bytes | None = None
         self.peer_tie_breaker: bytes | None = None
@@ -123,8 +122,7 @@ class ControlConnection:
         self._session_id_taken = session_id_taken or (lambda _sid: False)
         # authentication
         secret = params.secret
-        self._hide_key = (secret if self.version == 2 else auth.hiding_key_v3(secret)
-                          ) if secret is not None else None
+        self._hide_key = params.hide_key
         self._auth_key = auth.auth_key_v3(secret) if secret is not None else None
         self.our_challenge: bytes | None = None
         self._peer_challenge: bytes | None = None
@@ -134,7 +132,6 @@ class ControlConnection:
         self.transport = ReliableTransport(params.transport_config(
             explicit_ack=self.version == 3 and secret is not None))
         self._setup_deadline: float | None = now + params.setup_timeout
-        self._last_rx = now
         self._hello_due: float | None = None
         self._events: list[ev.Event] = []
         self._out: list[bytes] = []
@@ -164,10 +161,10 @@ class ControlConnection:
         """Start a connection from a received SCCRQ (tunnel id 0). The result may already be
         closing (refused with StopCCN) or dead (the SCCRQ was unusable)."""
         conn = cls(params, local_id, now=now, rng=rng, **kw)
-        head = peek_header(data, offset)
-        if head is not None:
+        with contextlib.suppress(HeaderError):
             # Normally 0, but a recovering peer (RFC 4951) may start elsewhere.
-            conn.transport = ReliableTransport(conn.transport.config, initial_nr=head[2])
+            ns = decode_control_header(data, offset).ns
+            conn.transport = ReliableTransport(conn.transport.config, initial_nr=ns)
         conn.receive(data, offset, now)
         return conn
 
@@ -189,8 +186,7 @@ class ControlConnection:
             conn.state = State.DEAD
             return conn
         conn.transport = ReliableTransport(conn.transport.config, initial_nr=msg.ns)
-        key = A.ASSIGNED_TUNNEL_ID if conn.version == 2 else A.ASSIGNED_CONNECTION_ID
-        conn.peer_id = msg.get(key, 0) or 0
+        conn.peer_id = msg.get(assigned_id_type(conn.version), 0) or 0
         conn._auth_key = None
         conn.transport.receive(msg, now)
         conn._teardown(now, text, result, error, by_peer=False)
@@ -216,6 +212,11 @@ class ControlConnection:
         return self.state is State.DEAD
 
     @property
+    def peer_rws(self) -> int:
+        """The peer's Receive Window Size (4 until its SCCRQ/SCCRP says otherwise)."""
+        return self.transport.peer_rws
+
+    @property
     def hiding(self) -> bool:
         return self.params.hide_avps and self._hide_key is not None
 
@@ -234,12 +235,11 @@ class ControlConnection:
         # Nothing is hidden in SCCRQ/SCCRP: a peer may only pick the secret once it has seen
         # the whole message (xl2tpd looks it up after parsing, and rejects hidden AVPs it meets
         # before with StopCCN 2/6 "Invalid Hidden AVP"); hiding starts with SCCCN.
-        hide = False
         if self.version == 2:
             msg.add(A.PROTOCOL_VERSION, V2_PROTOCOL)
             msg.add(A.HOST_NAME, p.host_name)
-            msg.add(A.FRAMING_CAPABILITIES, p.framing_capabilities, hidden=hide)
-            msg.add(A.BEARER_CAPABILITIES, p.bearer_capabilities, hidden=hide)
+            msg.add(A.FRAMING_CAPABILITIES, p.framing_capabilities)
+            msg.add(A.BEARER_CAPABILITIES, p.bearer_capabilities)
             msg.add(A.FIRMWARE_REVISION, p.firmware_revision)
             msg.add(A.VENDOR_NAME, p.vendor_name)
             # Never hidden: the id is in clear in every header the peer sends us anyway, and a
@@ -248,11 +248,11 @@ class ControlConnection:
             msg.add(A.RECEIVE_WINDOW_SIZE, p.receive_window)
             if self._peer_challenge is not None and self.params.secret is not None:
                 msg.add(A.CHALLENGE_RESPONSE, auth.challenge_response(
-                    msg_type, self.params.secret, self._peer_challenge), hidden=hide)
+                    msg_type, self.params.secret, self._peer_challenge))
                 self._peer_challenge = None
             if p.secret is not None and p.challenge:
                 self.our_challenge = self.rng(CHALLENGE_LEN)
-                msg.add(A.CHALLENGE, self.our_challenge, hidden=hide)
+                msg.add(A.CHALLENGE, self.our_challenge)
         else:
             msg.add(A.HOST_NAME, p.host_name)
             msg.add(A.ROUTER_ID, p.router_id)
@@ -333,7 +333,6 @@ class ControlConnection:
             return
         if not self._authentic(msg, data, offset, now):
             return
-        self._last_rx = now
         if self._hello_due is not None:
             self._hello_due = now + self.params.hello_interval
         delivered = self.transport.receive(msg, now)
@@ -356,11 +355,16 @@ class ControlConnection:
         """The peer's id of the session a v2 message belongs to (0 for tunnel messages)."""
         if msg.msg_type not in SESSION_MESSAGES:
             return 0
-        sid = msg.get(A.ASSIGNED_SESSION_ID)
+        sid = self._peer_sid(msg)
         if isinstance(sid, int):
             return sid
         call = self.calls.get(msg.session_id)
         return call.peer_id if call is not None else 0
+
+    def _peer_sid(self, msg: ControlMessage) -> Any:
+        """The session id the peer assigned, as its session messages carry it (v2 Assigned
+        Session ID, v3 Local Session ID); None when absent."""
+        return msg.get(A.ASSIGNED_SESSION_ID if self.version == 2 else A.LOCAL_SESSION_ID)
 
     def _authentic(self, msg: ControlMessage, data: bytes, offset: int, now: float) -> bool:
         """v3 Message Digest checks. False drops the message (and may clear the tunnel)."""
@@ -438,8 +442,7 @@ class ControlConnection:
                            by_peer=True, send=False)
             return
         if self.peer_id == 0 and msg.msg_type in (M.SCCRQ, M.SCCRP):
-            key = A.ASSIGNED_TUNNEL_ID if self.version == 2 else A.ASSIGNED_CONNECTION_ID
-            self.peer_id = msg.get(key, 0) or 0
+            self.peer_id = msg.get(assigned_id_type(self.version), 0) or 0
         if not self.established and "hidden AVP" in exc.reason and self._hide_key is not None:
             # A hidden value that does not decrypt to a sane length is what a wrong shared
             # secret looks like: report it as the authentication failure it almost surely is.
@@ -450,7 +453,7 @@ class ControlConnection:
     def _cdn_unknown(self, msg: ControlMessage, now: float, result: int, error: int,
                      text: str) -> None:
         """Refuse a call request we never created a call for."""
-        peer_sid = msg.get(A.ASSIGNED_SESSION_ID if self.version == 2 else A.LOCAL_SESSION_ID)
+        peer_sid = self._peer_sid(msg)
         reply = ControlMessage(M.CDN, version=self.version, session_id=peer_sid or 0)
         reply.add(A.RESULT_CODE, ResultCode(result, error, text))
         # The id is required and must not be zero; it names no session of ours.
@@ -533,7 +536,6 @@ class ControlConnection:
         self.peer_vendor = msg.get(A.VENDOR_NAME, "")
         rws = msg.get(A.RECEIVE_WINDOW_SIZE)
         if rws:
-            self.peer_rws = rws
             self.transport.set_peer_rws(rws)
 
     def _check_v2_auth(self, msg: ControlMessage, *, expect_response: bool) -> None:
@@ -548,8 +550,6 @@ class ControlConnection:
                               "peer sent a Challenge but no secret is configured for it")
             self._peer_challenge = challenge
         if not expect_response:
-            if secret is not None and self.params.require_auth and not self.params.challenge:
-                pass  # we cannot demand a response we never asked for
             return
         response = msg.get(A.CHALLENGE_RESPONSE)
         if self.our_challenge is None:
@@ -595,8 +595,7 @@ class ControlConnection:
         that our acknowledgement reaches the peer's connection (RFC 2661 §5.7: the StopCCN
         carries the Assigned Tunnel ID for exactly this)."""
         if self.peer_id == 0:
-            key = A.ASSIGNED_TUNNEL_ID if self.version == 2 else A.ASSIGNED_CONNECTION_ID
-            value = msg.get(key)
+            value = msg.get(assigned_id_type(self.version))
             if isinstance(value, int) and value:
                 self.peer_id = value
 
@@ -679,8 +678,7 @@ class ControlConnection:
         call = self._find_call(msg)
         if call is None or call.dead:
             self._count("rx_unknown_session")
-            peer_sid = msg.get(A.ASSIGNED_SESSION_ID if self.version == 2 else
-                               A.LOCAL_SESSION_ID)
+            peer_sid = self._peer_sid(msg)
             if t not in (M.CDN, M.WEN, M.SLI) and peer_sid:
                 # Tell the peer at once instead of letting its call time out; never answer
                 # a CDN, WEN or SLI, so two confused ends cannot ping-pong.
@@ -736,7 +734,7 @@ class ControlConnection:
 
     def _on_call_request(self, msg: ControlMessage, now: float) -> None:
         direction = "incoming" if msg.msg_type == M.ICRQ else "outgoing"
-        peer_sid = msg.get(A.ASSIGNED_SESSION_ID if self.version == 2 else A.LOCAL_SESSION_ID)
+        peer_sid = self._peer_sid(msg)
         if peer_sid in self._by_peer_sid:
             old = self._by_peer_sid[peer_sid]
             self._cdn_unknown(msg, now, CDNResult.GENERAL_ERROR, ErrorCode.INVALID_SESSION_ID,
@@ -834,8 +832,8 @@ class ControlConnection:
             if dropped:
                 self._count("tx_discarded_on_close", dropped)
             msg = ControlMessage(M.StopCCN, version=self.version)
-            key = A.ASSIGNED_TUNNEL_ID if self.version == 2 else A.ASSIGNED_CONNECTION_ID
-            msg.add(key, self.local_id)  # readable for the peer's reverse lookup
+            # readable for the peer's reverse lookup
+            msg.add(assigned_id_type(self.version), self.local_id)
             msg.add(A.RESULT_CODE, ResultCode(result, error or 0, reason[:200]))
             self._send(msg, now)
         self.result = ResultCode(result, error, reason) if result is not None else None
@@ -902,11 +900,8 @@ class ControlConnection:
                         f"{message_name(event.msg_type)} unacknowledged after "
                         f"{event.retries} retransmissions")
                 self._count("retries_exhausted")
-                if self.state is State.CLOSING:
-                    self.state = State.DEAD
-                else:
-                    self._teardown(now, what, None, None, by_peer=False, send=False)
-                    self.state = State.DEAD
+                self._teardown(now, what, None, None, by_peer=False, send=False)
+                self.state = State.DEAD  # also when it was already closing
             elif isinstance(event, LingerExpired):
                 self.state = State.DEAD
             else:
@@ -942,22 +937,10 @@ class ControlConnection:
         }
 
 
-def peek_header(data: bytes, offset: int) -> tuple[int, int, int] | None:
-    """(version, tunnel id, Ns) of a control message, or None if it is not one.
-
-    Both versions put Ns at octet 8 when the L bit is set, which control messages require."""
-    if len(data) < offset + 12:
-        return None
-    flags = (data[offset] << 8) | data[offset + 1]
-    if flags & 0xC000 != 0xC000:
-        return None
-    version = flags & 0xF
-    ns = struct.unpack_from(">H", data, offset + 8)[0]
-    if version == 2:
-        return version, struct.unpack_from(">H", data, offset + 4)[0], ns
-    if version == 3:
-        return version, struct.unpack_from(">I", data, offset + 4)[0], ns
-    return None
+def assigned_id_type(version: int) -> int:
+    """The AVP that carries a control connection's own id: Assigned Tunnel ID (v2) or
+    Assigned Control Connection ID (v3)."""
+    return A.ASSIGNED_TUNNEL_ID if version == 2 else A.ASSIGNED_CONNECTION_ID
 
 
-__all__ = ["ControlConnection", "State", "peek_header"]
+__all__ = ["ControlConnection", "State", "assigned_id_type"]

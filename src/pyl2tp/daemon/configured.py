@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import ipaddress
 import logging
+import socket
 from typing import Any
 
 from pyl2tp.control import events as ev
@@ -69,7 +70,7 @@ def derived_router_id(host_name: str, peer: str | None = None) -> int:
     """RFC 3931 §5.4.3 wants a Router ID unique to this LCCE; a local IPv4 address is the
     usual choice. Without one, a stable hash of the host name serves."""
     if peer is not None and ":" not in peer:
-        local = source_address(2, peer)  # AF_INET
+        local = source_address(socket.AF_INET, peer)
         if local != "0.0.0.0":
             return int(ipaddress.IPv4Address(local))
     return int.from_bytes(hashlib.sha256(host_name.encode()).digest()[:4], "big") or 1
@@ -183,10 +184,7 @@ class ConfigManager:
         wanted = {(ls.encap, ls.address, ls.port): ls for ls in cfg.listen}
         for key in list(self.listen_eps):
             if key not in wanted:
-                ep = self.listen_eps.pop(key)
-                if ep in self.driver.listeners:
-                    self.driver.listeners.remove(ep)
-                self.driver._unhold(ep)
+                self.driver.unlisten(self.listen_eps.pop(key))
                 log.info("stopped listening on %s", key)
         for key, ls in wanted.items():
             if key in self.listen_eps:
@@ -197,7 +195,6 @@ class ConfigManager:
                 log.error("cannot listen on %s %s: %s", ls.encap.name.lower(), ls.address,
                           exc.message)
                 continue
-            self.driver._hold(ep)
             self.listen_eps[key] = ep
 
     def _statics(self, cfg: Config) -> None:

@@ -74,6 +74,8 @@ class ControlDriver:
         )
         self.listeners: list[Endpoint] = []
         self._refs: dict[Endpoint, int] = {}
+        # Control connections holding a reference on their socket (conn.local).
+        self._holding: set[int] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._tunnels: dict[int, Tunnel] = {}   # control tunnel id -> data-plane tunnel
@@ -95,6 +97,14 @@ class ControlDriver:
         log.info("listening for %s control connections on %s%s", encap.name, address,
                  f" port {ep.port}" if encap == EncapType.UDP else "")
         return ep
+
+    def unlisten(self, ep: Endpoint) -> None:
+        """Stop accepting tunnels on ``ep``; its socket closes once no tunnel uses it."""
+        if ep in self.listeners:
+            self.listeners.remove(ep)
+        if ep not in self._refs:
+            ep.pinned = False
+            self.backend._release(ep)
 
     def _hold(self, ep: Endpoint) -> None:
         self._refs[ep] = self._refs.get(ep, 0) + 1
@@ -135,7 +145,7 @@ class ControlDriver:
         except (ValueError, RuntimeError) as exc:
             self._unhold(ep)
             raise L2tpError(errno.ENOSPC, str(exc)) from None
-        conn.owner_ep = ep  # type: ignore[attr-defined]
+        self._holding.add(conn.local_id)
         self._pump()
         return conn
 
@@ -190,16 +200,23 @@ class ControlDriver:
         self._pump()
 
     def _pump(self) -> None:
-        """Send what the plane produced, act on its events and re-arm the one timer."""
-        for ep, peer, data in self.plane.datagrams():
-            ep.sendto(data, peer)
-        for event in self.plane.events():
-            try:
-                self._on_event(event)
-                for observer in self.observers:
-                    observer(event)
-            except Exception:  # one bad event must not stop the others or the loop
-                log.exception("control event %r failed", event)
+        """Send what the plane produced, act on its events and re-arm the one timer.
+
+        Acting on an event may produce more (a CDN for a session the data plane refused),
+        so this repeats until the plane has nothing left."""
+        while True:
+            datagrams, events = self.plane.datagrams(), self.plane.events()
+            if not datagrams and not events:
+                break
+            for ep, peer, data in datagrams:
+                ep.sendto(data, peer)
+            for event in events:
+                try:
+                    self._on_event(event)
+                    for observer in self.observers:
+                        observer(event)
+                except Exception:  # one bad event must not stop the others or the loop
+                    log.exception("control event %r failed", event)
         deadline = self.plane.next_deadline()
         if deadline != self._timer_at:
             if self._timer is not None:
@@ -207,9 +224,6 @@ class ControlDriver:
             self._timer = None if deadline is None else self.loop.call_at(deadline,
                                                                             self._on_timer)
             self._timer_at = deadline
-        # Events may have queued more output (a CDN for a session the data plane refused).
-        if self.plane._out:
-            self._pump()
 
     # ---- events -> data plane -----------------------------------------------------------------
 
@@ -248,9 +262,9 @@ class ControlDriver:
                        text=f"data plane: {exc.message}")
             self.plane.touch(conn)
             return
-        if not hasattr(conn, "owner_ep"):
+        if conn.local_id not in self._holding:  # an answered connection
             self._hold(ep)
-            conn.owner_ep = ep  # type: ignore[attr-defined]
+            self._holding.add(conn.local_id)
         self._tunnels[conn.local_id] = tunnel
         self.publish("control_tunnel_up", conn.summary())
 
@@ -275,7 +289,6 @@ class ControlDriver:
             self.plane.touch(conn)
             return
         self._sessions[(conn.local_id, call.local_id)] = session
-        call.user = session
         self.publish("control_session_up", {"conn_id": conn.local_id, **call.summary(),
                                             "ifname": session.ifname})
 
@@ -297,17 +310,12 @@ class ControlDriver:
         self.publish("control_tunnel_down", {
             "conn_id": conn.local_id, "peer_conn_id": conn.peer_id, "reason": event.reason,
             "result": event.result, "error": event.error, "by_peer": event.by_peer})
-        ep = getattr(conn, "owner_ep", None)
-        if ep is not None:
-            # Keep the socket until the linger ends? The plane keeps the connection (and so
-            # its acknowledgements) on the same endpoint object, which stays open while other
-            # holders exist; a private ephemeral socket is released after the linger below.
-            self.loop.call_later(self.plane_linger(conn), self._unhold, ep)
-            del conn.owner_ep  # type: ignore[attr-defined]
-
-    @staticmethod
-    def plane_linger(conn: ControlConnection) -> float:
-        return conn.transport.config.linger_time + 1.0
+        if conn.local_id in self._holding:
+            self._holding.discard(conn.local_id)
+            # The connection lingers on its socket to acknowledge the peer's retransmissions,
+            # so a socket of its own (an ephemeral port) closes only after the linger.
+            self.loop.call_later(conn.transport.config.linger_time + 1.0, self._unhold,
+                                 conn.local)
 
     # ---- API-initiated deletes ----------------------------------------------------------------
 
