@@ -22,7 +22,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from types import TracebackType
 from typing import Any
 
 from pyl2tp.mgmt.client import Client
+from pyl2tp.mgmt.server import socket_alive
 
 from .netns import CommandError, NetNS, child_env, wait_for
 
@@ -169,7 +169,7 @@ class Daemon:
             if self.proc is None or self.proc.poll() is not None:
                 code = None if self.proc is None else self.proc.returncode
                 raise RuntimeError(f"{self!r} exited ({code}) before serving:\n{self.log()}")
-            return _connectable(self.socket_path)
+            return socket_alive(self.socket_path)
 
         try:
             wait_for(ready, timeout=timeout, interval=0.02, message=f"{self!r} to serve")
@@ -337,18 +337,6 @@ def start_all(daemons: Iterable[Daemon], timeout: float = 15.0) -> None:
         d.spawn()
     for d in items:
         d.wait_ready(timeout)
-
-
-def _connectable(path: str) -> bool:
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.settimeout(1.0)
-        s.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
 def wait_counter(read: Any, key: str, above: int, timeout: float = 5.0) -> int:

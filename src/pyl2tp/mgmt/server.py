@@ -45,7 +45,7 @@ class MgmtServer:
     async def start(self) -> None:
         os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         if os.path.exists(self.path):
-            if _socket_alive(self.path):
+            if socket_alive(self.path):
                 raise OSError(errno.EADDRINUSE,
                               f"another daemon is already serving {self.path}")
             os.unlink(self.path)
@@ -168,9 +168,12 @@ def _reply(seq: Any, *, result: Any = None, error: L2tpError | None = None) -> b
     return json.dumps(obj).encode() + b"\n"
 
 
-def _socket_alive(path: str) -> bool:
+def socket_alive(path: str, timeout: float = 1.0) -> bool:
+    """Whether a daemon accepts connections on the Unix socket ``path`` (a stale file left by
+    a killed daemon refuses them)."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
+        s.settimeout(timeout)
         s.connect(path)
         return True
     except OSError:
