@@ -355,7 +355,10 @@ class ControlConnection:
         """The peer's id of the session a v2 message belongs to (0 for tunnel messages)."""
         if msg.msg_type not in SESSION_MESSAGES:
             return 0
-        sid = self._peer_sid(msg)
+        try:
+            sid = self._peer_sid(msg)
+        except ParseError:
+            sid = None  # malformed: the dispatch answers it; the ZLB still needs an id
         if isinstance(sid, int):
             return sid
         call = self.calls.get(msg.session_id)
