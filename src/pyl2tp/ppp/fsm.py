@@ -57,6 +57,7 @@ __all__ = [
     "NegotiationPolicy",
     "OptionVerdict",
     "OutgoingPacket",
+    "RenegotiatingPolicy",
     "State",
     "Transition",
     "nak",
@@ -388,6 +389,38 @@ class NegotiationPolicy(ABC):
         return None
 
 
+class RenegotiatingPolicy(NegotiationPolicy):
+    """A policy whose results belong to one negotiation.
+
+    Values adopted from Naks, options the peer refused and the results themselves are reset
+    when the next negotiation starts: at the first Configure-Request after the layer left
+    Opened (or started), as pppd's ``resetci``. Subclasses put the reset in
+    :meth:`_start_negotiation` and call :meth:`_begin` before building a request.
+    """
+
+    _fresh = True
+
+    def _start_negotiation(self) -> None:
+        """Forget the previous negotiation (called once per negotiation, lazily)."""
+
+    def _begin(self) -> None:
+        if self._fresh:
+            self._fresh = False
+            self._start_negotiation()
+
+    def this_layer_up(self) -> None:
+        self._fresh = False
+
+    def this_layer_down(self) -> None:
+        self._fresh = True
+
+    def this_layer_started(self) -> None:
+        self._fresh = True
+
+    def this_layer_finished(self) -> None:
+        self._fresh = True
+
+
 # ---------------------------------------------------------------------------------------------
 # Outputs
 
@@ -556,6 +589,14 @@ class Automaton:
             self._dispatch(Event.CLOSE, _Stimulus(now))
 
         self._serialized(run)
+
+    def protocol_rejected(self, now: float) -> None:
+        """The peer's LCP Protocol-Rejected this (NCP) protocol: a catastrophic RXJ- for this
+        automaton (RFC 1661 §5.7, as pppd's fsm_protreject). The reject arrives through LCP,
+        so the link that demultiplexes it calls this rather than :meth:`receive`."""
+        if self._state in (State.INITIAL, State.STARTING):
+            return
+        self._serialized(lambda: self._dispatch(Event.RXJ_MINUS, _Stimulus(now)))
 
     def handle_timer(self, now: float) -> None:
         """Fire the Restart timer if its deadline has passed (TO+ or TO-)."""
