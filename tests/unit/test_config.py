@@ -22,12 +22,14 @@ from pyl2tp.daemon.config import (
     Direction,
     Listen,
     PeerPolicy,
+    PppProfile,
     StaticSession,
     StaticTunnel,
     TunnelParams,
     load,
     parse,
 )
+from pyl2tp.ppp.protocols import AuthMethod
 from pyl2tp.wire.constants import DataSequencing, DigestType, EncapType, L2SpecType, PwType
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
@@ -94,8 +96,8 @@ class TestDefaults:
     def test_empty_file_is_valid(self) -> None:
         config = parse("")
         assert config == Config()
-        assert (config.listen, config.peers, config.tunnels, config.static_tunnels) == (
-            (), (), (), ())
+        assert (config.listen, config.peers, config.tunnels, config.static_tunnels,
+                config.ppp) == ((), (), (), (), ())
         assert config.defaults == TunnelParams()
 
     def test_comments_and_blank_lines_only(self) -> None:
@@ -1155,6 +1157,784 @@ class TestStaticSession:
 
 
 # --------------------------------------------------------------------------------------------
+# [[ppp]] profiles
+
+
+SECRETS = "/etc/pyl2tp/ppp-secrets"
+
+
+def profile(body: str = "", name: str = "p") -> str:
+    """A one-profile document whose keys start on line 3."""
+    return f'[[ppp]]\nname = "{name}"\n' + dedent(body)
+
+
+def one_profile(body: str = "") -> PppProfile:
+    config = cfg(profile(body))
+    assert len(config.ppp) == 1
+    return config.ppp[0]
+
+
+class TestPppProfile:
+    def test_minimal_profile_has_the_documented_defaults(self) -> None:
+        assert one_profile() == PppProfile(
+            name="p", auth=(), peer_auth=(AuthMethod.MSCHAP_V2, AuthMethod.CHAP_MD5,
+                                          AuthMethod.PAP),
+            secrets=None, user=None, password=None, auth_name=None, mru=1500, mtu=None,
+            echo_interval=10.0, echo_failure=3, restart_interval=3.0, max_configure=10,
+            max_terminate=2, max_failure=5, auth_timeout=30.0, local_ip=None, pool=None,
+            peer_ip=None, dns=(), request_dns=False, ipv4=True, ipv6=False, ifname="ppp%d",
+            default_route=False)
+
+    def test_every_profile_field_is_configurable(self) -> None:
+        from pyl2tp.daemon.config import _PPP
+
+        assert list(_PPP) == [f.name for f in dataclasses.fields(PppProfile)]
+
+    def test_lns_keys(self) -> None:
+        got = one_profile(f"""
+            auth = ["mschap-v2", "chap-md5", "pap"]
+            secrets = "{SECRETS}"
+            auth_name = "lns1"
+            mru = 1460
+            mtu = 1400
+            echo_interval = 0
+            echo_failure = 1
+            restart_interval = 0.5
+            max_configure = 1
+            max_terminate = 1000
+            max_failure = 7
+            auth_timeout = 5
+            local_ip = "10.0.0.1"
+            pool = "10.0.0.0/24"
+            dns = ["192.0.2.53", "192.0.2.54"]
+            ipv4 = true
+            ipv6 = true
+            ifname = "sub%d"
+        """)
+        assert got == PppProfile(
+            name="p", auth=(AuthMethod.MSCHAP_V2, AuthMethod.CHAP_MD5, AuthMethod.PAP),
+            secrets=SECRETS, auth_name="lns1", mru=1460, mtu=1400, echo_interval=0.0,
+            echo_failure=1, restart_interval=0.5, max_configure=1, max_terminate=1000,
+            max_failure=7, auth_timeout=5.0, local_ip=ipaddress.IPv4Address("10.0.0.1"),
+            pool="10.0.0.0/24", dns=(ipaddress.IPv4Address("192.0.2.53"),
+                                     ipaddress.IPv4Address("192.0.2.54")),
+            ipv4=True, ipv6=True, ifname="sub%d")
+        assert isinstance(got.echo_interval, float) and isinstance(got.auth_timeout, float)
+
+    def test_client_keys(self) -> None:
+        got = one_profile("""
+            user = "alice"
+            password = "s3crét pass"
+            peer_auth = ["pap"]
+            request_dns = true
+            default_route = true
+            ifname = "wan%d"
+        """)
+        assert (got.user, got.password, got.peer_auth) == ("alice", "s3crét pass",
+                                                           (AuthMethod.PAP,))
+        assert got.request_dns is True and got.default_route is True
+        assert got.local_ip is None and got.pool is None and got.ifname == "wan%d"
+
+    def test_client_password_from_the_secrets_file(self) -> None:
+        got = one_profile(f'user = "alice"\nsecrets = "{SECRETS}"\n')
+        assert got.user == "alice" and got.password is None and got.secrets == SECRETS
+
+    def test_fixed_peer_ip(self) -> None:
+        got = one_profile('local_ip = "10.0.0.1"\npeer_ip = "10.0.0.2"\n')
+        assert got.peer_ip == ipaddress.IPv4Address("10.0.0.2") and got.pool is None
+
+    def test_ipv6_only(self) -> None:
+        got = one_profile("ipv4 = false\nipv6 = true\n")
+        assert (got.ipv4, got.ipv6) == (False, True)
+
+    def test_explicit_empty_auth_and_dns(self) -> None:
+        got = one_profile("auth = []\ndns = []\n")
+        assert got.auth == () and got.dns == ()
+
+    def test_auth_method_spelling_is_case_insensitive(self) -> None:
+        assert one_profile(f'auth = ["PAP", "Chap-MD5"]\nsecrets = "{SECRETS}"\n').auth == (
+            AuthMethod.PAP, AuthMethod.CHAP_MD5)
+
+    def test_auth_order_is_kept(self) -> None:
+        got = one_profile(f'auth = ["pap", "mschap-v2"]\nsecrets = "{SECRETS}"\n')
+        assert got.auth == (AuthMethod.PAP, AuthMethod.MSCHAP_V2)
+
+    def test_several_profiles_in_file_order_and_lookup(self) -> None:
+        config = cfg("""
+            [[ppp]]
+            name = "b"
+            [[ppp]]
+            name = "a"
+            mru = 1400
+        """)
+        assert [p.name for p in config.ppp] == ["b", "a"]
+        assert config.ppp_profile("a") == PppProfile(name="a", mru=1400)
+        assert config.ppp_profile("b") is config.ppp[0]
+        assert config.ppp_profile("c") is None
+        assert Config().ppp == () and Config().ppp_profile("a") is None
+
+    def test_profile_is_frozen_and_hashable(self) -> None:
+        got = one_profile('dns = ["192.0.2.53"]\n')
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            got.mru = 1400  # type: ignore[misc]
+        assert hash(got) == hash(one_profile('dns = ["192.0.2.53"]\n'))
+
+    # ---- pool --------------------------------------------------------------------------
+
+    @pytest.mark.parametrize(("text", "normal", "first", "last"), [
+        ("10.0.0.0/24", "10.0.0.0/24", "10.0.0.1", "10.0.0.254"),
+        ("10.0.0.0/30", "10.0.0.0/30", "10.0.0.1", "10.0.0.2"),
+        ("10.0.0.0/31", "10.0.0.0/31", "10.0.0.0", "10.0.0.1"),
+        ("10.0.0.7/32", "10.0.0.7/32", "10.0.0.7", "10.0.0.7"),
+        ("10.0.0.10-10.0.0.200", "10.0.0.10-10.0.0.200", "10.0.0.10", "10.0.0.200"),
+        (" 10.0.0.10 - 10.0.1.2 ", "10.0.0.10-10.0.1.2", "10.0.0.10", "10.0.1.2"),
+        ("10.0.0.5-10.0.0.5", "10.0.0.5-10.0.0.5", "10.0.0.5", "10.0.0.5"),
+        ("10.0.0.0-10.15.255.255", "10.0.0.0-10.15.255.255", "10.0.0.0", "10.15.255.255"),
+        ("10.0.0.0/12", "10.0.0.0/12", "10.0.0.1", "10.15.255.254"),
+    ])
+    def test_pool_forms(self, text: str, normal: str, first: str, last: str) -> None:
+        got = one_profile(f'local_ip = "192.0.2.1"\npool = "{text}"\n')
+        assert got.pool == normal
+        assert got.pool_range() == (ipaddress.IPv4Address(first), ipaddress.IPv4Address(last))
+
+    def test_pool_range_without_a_pool(self) -> None:
+        assert PppProfile(name="p").pool_range() is None
+
+    def test_pool_may_contain_local_ip(self) -> None:
+        got = one_profile('local_ip = "10.0.0.1"\npool = "10.0.0.0/24"\n')
+        assert got.local_ip is not None and got.local_ip in ipaddress.IPv4Network(got.pool or "")
+
+    @pytest.mark.parametrize(("value", "message"), [
+        ('"10.0.0.1"', "must be a range or a prefix, not one address (that is peer_ip)"),
+        ('"pool"', "must be an IPv4 range such as '10.0.0.10-10.0.0.200' or a prefix such "
+                   "as '10.0.0.0/24'"),
+        ('"10.0.0.1-"', "must be an IPv4 range such as '10.0.0.10-10.0.0.200' or a prefix "
+                        "such as '10.0.0.0/24'"),
+        ('"10.0.0.0/33"', "must be an IPv4 range such as '10.0.0.10-10.0.0.200' or a prefix "
+                          "such as '10.0.0.0/24'"),
+        ("24", "must be an IPv4 range such as '10.0.0.10-10.0.0.200' or a prefix such as "
+               "'10.0.0.0/24'"),
+        ('"10.0.0.5/24"', "has host bits set (did you mean '10.0.0.0/24'?)"),
+        ('"10.0.0.9-10.0.0.1"', "must not end before it starts (10.0.0.9 > 10.0.0.1)"),
+        ('"10.0.0.0/11"', "must hold at most 1048576 addresses, not 2097150"),
+        ('"10.0.0.0-10.16.0.0"', "must hold at most 1048576 addresses, not 1048577"),
+        ('"2001:db8::/64"', "must be IPv4 (IPV6CP negotiates interface identifiers, "
+                            "not addresses)"),
+        ('"2001:db8::1-2001:db8::9"', "must be IPv4 (IPV6CP negotiates interface "
+                                      "identifiers, not addresses)"),
+        ('"0.0.0.0-0.0.0.9"', "must hold unicast addresses only (not 0.0.0.0 nor 224.0.0.0 "
+                              "and above)"),
+        ('"224.0.0.0/24"', "must hold unicast addresses only (not 0.0.0.0 nor 224.0.0.0 and "
+                           "above)"),
+        ('"223.255.255.0-240.0.0.1"', "must hold unicast addresses only (not 0.0.0.0 nor "
+                                      "224.0.0.0 and above)"),
+    ])
+    def test_bad_pool(self, value: str, message: str) -> None:
+        fails(profile(f'local_ip = "192.0.2.1"\npool = {value}  # <\n'),
+              f"ppp 'p': pool {message}")
+
+    # ---- single keys ----------------------------------------------------------------------
+
+    @pytest.mark.parametrize(("key", "value", "message"), [
+        ("mru", "127", "must be an integer from 128 to 65535"),
+        ("mru", "65536", "must be an integer from 128 to 65535"),
+        ("mru", "true", "must be an integer from 128 to 65535, not a boolean"),
+        ("mtu", "67", "must be an integer from 68 to 65535"),
+        ("mtu", "1500.0", "must be an integer from 68 to 65535, not a float"),
+        ("echo_interval", "-1", "must be a number >= 0"),
+        ("echo_interval", "nan", "must be a number >= 0"),
+        ("echo_interval", '"10"', "must be a number >= 0, not a string"),
+        ("echo_failure", "0", "must be an integer from 1 to 1000"),
+        ("restart_interval", "0", "must be a number > 0"),
+        ("max_configure", "0", "must be an integer from 1 to 1000"),
+        ("max_terminate", "1001", "must be an integer from 1 to 1000"),
+        ("max_failure", '"5"', "must be an integer from 1 to 1000, not a string"),
+        ("auth_timeout", "0", "must be a number > 0"),
+        ("auth_timeout", "inf", "must be a number > 0"),
+        ("auth", '"pap"', "must be an array of 'pap', 'chap-md5', 'mschap-v2'"),
+        ("auth", "[1]", "must be an array of 'pap', 'chap-md5', 'mschap-v2'"),
+        ("auth", '["chap"]', "lists unknown method 'chap' (did you mean 'chap-md5'?)"),
+        ("auth", '["pap", "mschapv2"]',
+         "lists unknown method 'mschapv2' (did you mean 'mschap-v2'?)"),
+        ("auth", '["eap-tls"]',
+         "lists unknown method 'eap-tls' (use 'pap', 'chap-md5', 'mschap-v2')"),
+        ("auth", '["pap", "PAP"]', "must not list 'pap' twice"),
+        ("peer_auth", "[]", "must be a non-empty array of 'pap', 'chap-md5', 'mschap-v2'"),
+        ("peer_auth", '["md5"]', "lists unknown method 'md5' (use 'pap', 'chap-md5', "
+                                 "'mschap-v2')"),
+        ("secrets", '""', "must be a non-empty string"),
+        ("secrets", '"ppp-secrets"', "must be an absolute path"),
+        ("secrets", '"/etc/a\\u0000b"', "must be an absolute path"),
+        ("secrets", "true", "must be a non-empty string"),
+        ("user", '""', "must be a non-empty string"),
+        ("user", '"' + "u" * 256 + '"', "must be at most 255 bytes (PAP's length field)"),
+        ("password", '"' + "é" * 128 + '"', "must be at most 255 bytes (PAP's length field)"),
+        ("auth_name", '""', "must be a non-empty string"),
+        ("local_ip", '"10.0.0.300"', "must be an IPv4 address"),
+        ("local_ip", '"2001:db8::1"', "must be an IPv4 address"),
+        ("local_ip", "167772161", "must be an IPv4 address"),
+        ("local_ip", '"0.0.0.0"', "must be a unicast IPv4 address"),
+        ("local_ip", '"224.0.0.1"', "must be a unicast IPv4 address"),
+        ("local_ip", '"255.255.255.255"', "must be a unicast IPv4 address"),
+        ("peer_ip", '"10.0.0"', "must be an IPv4 address"),
+        ("dns", '"192.0.2.53"', "must be an array of at most 2 IPv4 addresses"),
+        ("dns", '["192.0.2.53", "192.0.2.54", "192.0.2.55"]',
+         "must be an array of at most 2 IPv4 addresses"),
+        ("dns", '["2001:db8::53"]', "must be an array of at most 2 IPv4 addresses"),
+        ("dns", '["192.0.2.53", "192.0.2.53"]', "must not list a value twice"),
+        ("request_dns", "1", "must be true or false, not an integer"),
+        ("ipv4", '"yes"', "must be true or false, not a string"),
+        ("ipv6", "0", "must be true or false, not an integer"),
+        ("default_route", '"true"', "must be true or false, not a string"),
+        ("ifname", '"ppp%d%d"', "is not a valid interface name: interface name template "
+                                "'ppp%d%d' must contain exactly one %d"),
+        ("ifname", '"ppp%s"', "is not a valid interface name: interface name template "
+                              "'ppp%s' must contain exactly one %d"),
+        ("ifname", '"a-very-long-name%d"', "is not a valid interface name: interface name "
+                                           "'a-very-long-name%d' is too long (at most 15 "
+                                           "bytes)"),
+        ("ifname", '"my ppp%d"', "is not a valid interface name: interface name 'my ppp%d' "
+                                 "contains an invalid character ' '"),
+        ("ifname", '"a/b"', "is not a valid interface name: interface name 'a/b' contains an "
+                            "invalid character '/'"),
+        ("ifname", '""', "must be a non-empty string"),
+    ])
+    def test_bad_values(self, key: str, value: str, message: str) -> None:
+        fails(profile(f"{key} = {value}  # <\n"), f"ppp 'p': {key} {message}")
+
+    def test_name_required(self) -> None:
+        fails("""
+            [[ppp]]
+            name = "a"
+            [[ppp]]  # <
+            mru = 1400
+        """, "ppp #2: name is required")
+
+    def test_name_must_be_a_non_empty_string(self) -> None:
+        fails('[[ppp]]\nname = ""  # <\n', "ppp #1: name must be a non-empty string")
+        fails('[[ppp]]\nname = 1  # <\n', "ppp #1: name must be a non-empty string")
+
+    def test_duplicate_name(self) -> None:
+        fails("""
+            [[ppp]]
+            name = "a"
+            [[ppp]]
+            name = "b"
+            [[ppp]]
+            name = "a"  # <
+        """, "ppp 'a': name is already used by another ppp profile")
+
+    def test_same_name_as_a_peer_or_tunnel_is_fine(self) -> None:
+        config = cfg(V2_TUNNEL + '[[ppp]]\nname = "t"\n[[peer]]\nname = "t"\n')
+        assert config.ppp[0].name == config.peers[0].name == config.tunnels[0].name == "t"
+
+    def test_unknown_key_with_suggestion(self) -> None:
+        fails(profile('passwd = "x"  # <\n'),
+              "ppp 'p': unknown key 'passwd' (did you mean 'password'?)")
+        fails(profile('pools = "10.0.0.0/24"  # <\n'),
+              "ppp 'p': unknown key 'pools' (did you mean 'pool'?)")
+
+    def test_unknown_key_without_suggestion(self) -> None:
+        fails(profile("lcp_mode = 1  # <\n"), "ppp 'p': unknown key 'lcp_mode'")
+
+    def test_tunnel_parameter_is_unknown_in_a_profile(self) -> None:
+        fails(profile("hello_interval = 5  # <\n"),
+              "ppp 'p': unknown key 'hello_interval' (did you mean 'echo_interval'?)")
+        fails(profile("secret = \"x\"  # <\n"),
+              "ppp 'p': unknown key 'secret' (did you mean 'secrets'?)")
+
+    def test_ppp_setting_at_top_level(self) -> None:
+        fails("""
+            mru = 1400  # <
+        """, "unknown key 'mru' (PPP settings belong in a [[ppp]] profile)")
+
+    def test_misspelt_section(self) -> None:
+        fails("""
+            [[pp]]  # <
+            name = "x"
+        """, "unknown key 'pp' (did you mean 'ppp'?)")
+
+    def test_single_table_instead_of_array(self) -> None:
+        fails("""
+            [ppp]  # <
+            name = "x"
+        """, "ppp must be an array of tables: write [[ppp]]")
+
+    def test_first_problem_in_file_order_is_reported(self) -> None:
+        fails(profile("""
+            mru = 1400
+            mtu = 1  # <
+            echo_failure = 0
+        """), "ppp 'p': mtu must be an integer from 68 to 65535")
+
+    def test_error_in_a_later_profile_names_its_line(self) -> None:
+        fails("""
+            [[ppp]]
+            name = "a"
+            mru = 1400
+
+            [[ppp]]
+            name = "b"
+            mru = 1400
+            echo_failure = 0  # <
+        """, "ppp 'b': echo_failure must be an integer from 1 to 1000")
+
+    def test_secrets_file_is_not_read(self, tmp_path: Path) -> None:
+        missing = tmp_path / "no-such-secrets"
+        got = one_profile(f'auth = ["pap"]\nsecrets = "{missing}"\n')
+        assert got.secrets == str(missing) and not missing.exists()
+
+
+class TestPppFixedIfname:
+    """A profile's ifname without %d names one device, so it serves one session at a time."""
+
+    FIXED = '[[ppp]]\nname = "one"\nifname = "wan0"  # <\n'
+
+    def test_fixed_name_for_one_dialled_session(self) -> None:
+        config = cfg(self.FIXED + V2_TUNNEL + 'ppp = "one"\n[[tunnel.session]]\n')
+        assert config.ppp[0].ifname == "wan0"
+
+    def test_fixed_name_unused_is_fine(self) -> None:
+        assert one_profile('ifname = "wan0"\n').ifname == "wan0"
+
+    def test_fixed_name_on_a_peer(self) -> None:
+        fails(self.FIXED + '[[peer]]\nname = "lacs"\nppp = "one"\n',
+              "ppp 'one': ifname 'wan0' names a single interface, but peer 'lacs' can bring up "
+              "any number of sessions with this profile (use a template such as 'ppp%d')")
+
+    def test_fixed_name_for_a_counted_session(self) -> None:
+        fails(self.FIXED + V2_TUNNEL + '[[tunnel.session]]\nppp = "one"\ncount = 3\n',
+              "ppp 'one': ifname 'wan0' names a single interface, but 3 sessions use this "
+              "profile (use a template such as 'ppp%d')")
+
+    def test_fixed_name_for_sessions_on_two_tunnels(self) -> None:
+        fails(self.FIXED + V2_TUNNEL + 'ppp = "one"\n[[tunnel.session]]\n' + """
+            [[tunnel]]
+            name = "u"
+            peer = "10.0.0.3"
+            version = 2
+            [[tunnel.session]]
+            ppp = "one"
+        """, "ppp 'one': ifname 'wan0' names a single interface, but 2 sessions use this "
+             "profile (use a template such as 'ppp%d')")
+
+    def test_eth_sessions_of_a_tunnel_with_the_profile_do_not_count(self) -> None:
+        config = cfg(self.FIXED + V3_TUNNEL + 'ppp = "one"\n[[tunnel.session]]\ncount = 5\n'
+                     '[[tunnel.session]]\npw_type = "ppp"\n')
+        assert [s.ppp for s in config.tunnels[0].sessions] == [None, "one"]
+
+    def test_template_serves_any_number(self) -> None:
+        config = cfg('[[ppp]]\nname = "many"\nifname = "wan%d"\n[[peer]]\nname = "p"\n'
+                     'ppp = "many"\n' + V2_TUNNEL + '[[tunnel.session]]\nppp = "many"\n'
+                     "count = 9\n")
+        assert config.ppp[0].ifname == "wan%d"
+
+
+class TestPppProfileRules:
+    def test_auth_needs_secrets(self) -> None:
+        fails(profile('auth = ["chap-md5"]  # <\n'),
+              "ppp 'p': auth needs a secrets file to check users against")
+
+    def test_empty_auth_needs_no_secrets(self) -> None:
+        assert one_profile("auth = []\n").secrets is None
+
+    def test_auth_name_needs_a_chap_method(self) -> None:
+        fails(profile('auth_name = "lns"  # <\n'),
+              "ppp 'p': auth_name only applies when auth includes 'chap-md5' or 'mschap-v2' "
+              "(it names us in CHAP challenges)")
+        fails(profile(f'auth = ["pap"]\nsecrets = "{SECRETS}"\nauth_name = "lns"  # <\n'),
+              "ppp 'p': auth_name only applies when auth includes 'chap-md5' or 'mschap-v2' "
+              "(it names us in CHAP challenges)")
+
+    @pytest.mark.parametrize("method", ["chap-md5", "mschap-v2"])
+    def test_auth_name_with_chap(self, method: str) -> None:
+        got = one_profile(f'auth = ["pap", "{method}"]\nsecrets = "{SECRETS}"\n'
+                          'auth_name = "lns"\n')
+        assert got.auth_name == "lns"
+
+    def test_password_needs_user(self) -> None:
+        fails(profile('password = "x"  # <\n'), "ppp 'p': password needs a user")
+
+    def test_peer_auth_needs_user(self) -> None:
+        fails(profile('peer_auth = ["pap"]  # <\n'), "ppp 'p': peer_auth needs a user")
+
+    def test_user_needs_a_password_or_secrets(self) -> None:
+        fails(profile('user = "alice"  # <\n'),
+              "ppp 'p': user needs a password, or a secrets file holding one")
+
+    @pytest.mark.parametrize("key", ["local_ip", "pool", "peer_ip", "dns", "request_dns",
+                                     "default_route"])
+    def test_ipcp_keys_need_ipv4(self, key: str) -> None:
+        value = {"local_ip": '"10.0.0.1"', "pool": '"10.0.0.0/24"', "peer_ip": '"10.0.0.2"',
+                 "dns": "[]", "request_dns": "false", "default_route": "true"}[key]
+        fails(profile(f"ipv6 = true\nipv4 = false\n{key} = {value}  # <\n"),
+              f"ppp 'p': {key} only applies with ipv4 = true")
+
+    def test_ipcp_key_before_ipv4_false_is_still_reported_at_the_key(self) -> None:
+        fails(profile('dns = ["192.0.2.53"]  # <\nipv4 = false\nipv6 = true\n'),
+              "ppp 'p': dns only applies with ipv4 = true")
+
+    def test_ipcp_keys_with_ipv4_true_explicitly(self) -> None:
+        got = one_profile('ipv4 = true\nlocal_ip = "10.0.0.1"\npool = "10.0.0.0/24"\n')
+        assert got.ipv4 is True
+
+    def test_no_network_protocol(self) -> None:
+        fails(profile("ipv4 = false  # <\n"),
+              "ppp 'p': ipv4 and ipv6 are both false: the link would carry nothing")
+        fails(profile("ipv4 = false\nipv6 = false  # <\n"),
+              "ppp 'p': ipv4 and ipv6 are both false: the link would carry nothing")
+        fails(profile("ipv6 = false\nipv4 = false  # <\n"),
+              "ppp 'p': ipv4 and ipv6 are both false: the link would carry nothing")
+
+    def test_pool_and_peer_ip_are_exclusive(self) -> None:
+        fails(profile('local_ip = "10.0.0.1"\npool = "10.0.0.0/24"\n'
+                      'peer_ip = "10.0.0.2"  # <\n'),
+              "ppp 'p': pool and peer_ip are mutually exclusive")
+        fails(profile('peer_ip = "10.0.0.2"\nlocal_ip = "10.0.0.1"\n'
+                      'pool = "10.0.0.0/24"  # <\n'),
+              "ppp 'p': pool and peer_ip are mutually exclusive")
+
+    @pytest.mark.parametrize(("key", "value"), [("pool", "10.0.0.0/24"),
+                                                ("peer_ip", "10.0.0.2")])
+    def test_assignment_needs_local_ip(self, key: str, value: str) -> None:
+        fails(profile(f'{key} = "{value}"  # <\n'), f"ppp 'p': {key} needs local_ip")
+
+    def test_peer_ip_must_differ_from_local_ip(self) -> None:
+        fails(profile('local_ip = "10.0.0.1"\npeer_ip = "10.0.0.1"  # <\n'),
+              "ppp 'p': peer_ip must differ from local_ip")
+
+    def test_local_ip_alone_is_fine(self) -> None:
+        assert one_profile('local_ip = "10.0.0.1"\n').local_ip == ipaddress.IPv4Address(
+            "10.0.0.1")
+
+
+# --------------------------------------------------------------------------------------------
+# References to profiles and tunnels
+
+
+PROFILES = """
+[[ppp]]
+name = "lns"
+[[ppp]]
+name = "client"
+"""
+
+
+class TestPeerPpp:
+    def test_defaults(self) -> None:
+        peer = cfg('[[peer]]\nname = "a"\n').peers[0]
+        assert peer.ppp is None and peer.switch_to is None
+
+    def test_profile_reference(self) -> None:
+        config = cfg(PROFILES + '[[peer]]\nname = "a"\nppp = "lns"\n')
+        assert config.peers[0].ppp == "lns"
+        assert config.ppp_profile(config.peers[0].ppp or "") == PppProfile(name="lns")
+
+    def test_profile_defined_after_the_peer(self) -> None:
+        assert cfg('[[peer]]\nname = "a"\nppp = "lns"\n' + PROFILES).peers[0].ppp == "lns"
+
+    def test_unknown_profile_with_suggestion(self) -> None:
+        fails(PROFILES + """
+            [[peer]]
+            name = "a"
+            ppp = "lnss"  # <
+        """, "peer 'a': ppp 'lnss' is not a [[ppp]] profile (did you mean 'lns'?)")
+
+    def test_unknown_profile_without_suggestion(self) -> None:
+        fails("""
+            [[peer]]
+            name = "a"
+            ppp = "lns"  # <
+        """, "peer 'a': ppp 'lns' is not a [[ppp]] profile")
+
+    def test_reference_must_be_a_string(self) -> None:
+        fails('[[peer]]\nname = "a"\nppp = 1  # <\n', "peer 'a': ppp must be a non-empty string")
+        fails('[[peer]]\nname = "a"\nswitch_to = ""  # <\n',
+              "peer 'a': switch_to must be a non-empty string")
+
+    def test_ppp_and_switch_to_are_exclusive(self) -> None:
+        fails(PROFILES + V2_TUNNEL + """
+            [[peer]]
+            name = "a"
+            ppp = "lns"
+            switch_to = "t"  # <
+        """, "peer 'a': ppp and switch_to are mutually exclusive (a PPP session is either "
+             "terminated here or switched)")
+        fails(PROFILES + V2_TUNNEL + """
+            [[peer]]
+            name = "a"
+            switch_to = "t"
+            ppp = "lns"  # <
+        """, "peer 'a': ppp and switch_to are mutually exclusive (a PPP session is either "
+             "terminated here or switched)")
+
+    @pytest.mark.parametrize(("key", "value"), [("ppp", "lns"), ("switch_to", "t")])
+    def test_no_effect_on_a_refusing_peer(self, key: str, value: str) -> None:
+        fails(PROFILES + V2_TUNNEL + f"""
+            [[peer]]
+            name = "a"
+            accept = false
+            {key} = "{value}"  # <
+        """, f"peer 'a': {key} has no effect with accept = false")
+
+    @pytest.mark.parametrize(("key", "value"), [("ppp", "lns"), ("switch_to", "t")])
+    def test_no_effect_on_a_peer_without_ppp(self, key: str, value: str) -> None:
+        fails(PROFILES + V2_TUNNEL + f"""
+            [[peer]]
+            name = "a"
+            versions = [3]
+            pw_types = ["eth"]
+            {key} = "{value}"  # <
+        """, f"peer 'a': {key} has no effect: this peer's tunnels carry no PPP sessions "
+             "(versions = [3] and 'ppp' is not in pw_types)")
+
+    def test_no_ppp_in_pw_types_inherited_from_defaults(self) -> None:
+        fails(PROFILES + """
+            [defaults]
+            pw_types = ["eth"]
+            [[peer]]
+            name = "a"
+            versions = [3]
+            ppp = "lns"  # <
+        """, "peer 'a': ppp has no effect: this peer's tunnels carry no PPP sessions "
+             "(versions = [3] and 'ppp' is not in pw_types)")
+
+    def test_v3_peer_with_ppp_pw_type(self) -> None:
+        peer = cfg(PROFILES + '[[peer]]\nname = "a"\nversions = [3]\nppp = "lns"\n').peers[0]
+        assert peer.ppp == "lns" and PwType.PPP in peer.params.pw_types
+
+    def test_v2_peer_needs_no_pw_types(self) -> None:
+        peer = cfg(PROFILES + '[[peer]]\nname = "a"\nversions = [2]\npw_types = ["eth"]\n'
+                   'ppp = "lns"\n').peers[0]
+        assert peer.ppp == "lns"
+
+
+class TestSwitchTo:
+    def test_switch_to_a_v2_tunnel(self) -> None:
+        config = cfg(V2_TUNNEL + '[[peer]]\nname = "a"\nswitch_to = "t"\n')
+        assert config.peers[0].switch_to == "t" and config.peers[0].ppp is None
+        assert config.tunnels[0].name == "t"
+
+    def test_switch_to_a_tunnel_defined_later(self) -> None:
+        config = cfg('[[peer]]\nname = "a"\nswitch_to = "t"\n' + V3_TUNNEL)
+        assert config.peers[0].switch_to == "t"
+
+    def test_switch_to_a_v3_tunnel_with_ppp(self) -> None:
+        config = cfg(V3_TUNNEL + 'pw_types = ["ppp"]\n[[peer]]\nname = "a"\nswitch_to = "t"\n')
+        assert config.peers[0].switch_to == "t"
+
+    def test_target_tunnel_may_have_sessions_and_a_profile(self) -> None:
+        config = cfg(PROFILES + V2_TUNNEL + 'ppp = "client"\n[[tunnel.session]]\n'
+                     '[[peer]]\nname = "a"\nswitch_to = "t"\n')
+        assert config.tunnels[0].sessions[0].ppp == "client"
+
+    def test_unknown_tunnel_with_suggestion(self) -> None:
+        fails(V2_TUNNEL + """
+            [[peer]]
+            name = "a"
+            switch_to = "tt"  # <
+        """, "peer 'a': switch_to 'tt' is not a [[tunnel]] (did you mean 't'?)")
+
+    def test_unknown_tunnel_reported_at_the_peer_even_before_the_tunnels(self) -> None:
+        fails("""
+            [[peer]]
+            name = "first"
+            [[peer]]
+            name = "a"
+            switch_to = "to-lnss"  # <
+
+            [[tunnel]]
+            name = "to-lns"
+            peer = "10.0.0.2"
+            version = 2
+        """, "peer 'a': switch_to 'to-lnss' is not a [[tunnel]] (did you mean 'to-lns'?)")
+
+    def test_a_profile_is_not_a_tunnel(self) -> None:
+        fails(PROFILES + """
+            [[peer]]
+            name = "a"
+            switch_to = "lns"  # <
+        """, "peer 'a': switch_to 'lns' is not a [[tunnel]]")
+
+    def test_a_static_tunnel_is_not_a_dialled_tunnel(self) -> None:
+        fails(STATIC + """
+            [[peer]]
+            name = "a"
+            switch_to = "1000"  # <
+        """, "peer 'a': switch_to '1000' is not a [[tunnel]]")
+
+    def test_target_must_carry_ppp(self) -> None:
+        fails(V3_TUNNEL + """
+            pw_types = ["eth"]
+            [[peer]]
+            name = "a"
+            switch_to = "t"  # <
+        """, "peer 'a': switch_to 't': that tunnel carries no PPP sessions ('ppp' is not in "
+             "its pw_types)")
+
+    def test_unnamed_peer_label(self) -> None:
+        # A peer without a name fails on that first; a named one is labelled by name.
+        fails(V2_TUNNEL + """
+            [[peer]]
+            switch_to = "t"
+            name = 3  # <
+        """, "peer #1: name must be a non-empty string")
+
+
+class TestTunnelPpp:
+    def test_defaults(self) -> None:
+        tunnel = cfg(V2_TUNNEL + "[[tunnel.session]]\n").tunnels[0]
+        assert tunnel.ppp is None and tunnel.sessions[0].ppp is None
+
+    def test_v2_sessions_inherit_the_tunnel_profile(self) -> None:
+        tunnel = cfg(PROFILES + V2_TUNNEL + """
+            ppp = "client"
+            [[tunnel.session]]
+            [[tunnel.session]]
+            count = 2
+        """).tunnels[0]
+        assert tunnel.ppp == "client"
+        assert [s.ppp for s in tunnel.sessions] == ["client", "client"]
+
+    def test_session_overrides_the_tunnel_profile(self) -> None:
+        tunnel = cfg(PROFILES + V2_TUNNEL + """
+            ppp = "client"
+            [[tunnel.session]]
+            ppp = "lns"
+            [[tunnel.session]]
+        """).tunnels[0]
+        assert [s.ppp for s in tunnel.sessions] == ["lns", "client"]
+
+    def test_session_profile_without_a_tunnel_profile(self) -> None:
+        tunnel = cfg(PROFILES + V2_TUNNEL + '[[tunnel.session]]\nppp = "lns"\n'
+                     "[[tunnel.session]]\n").tunnels[0]
+        assert tunnel.ppp is None
+        assert [s.ppp for s in tunnel.sessions] == ["lns", None]
+
+    def test_v3_only_ppp_sessions_inherit(self) -> None:
+        tunnel = cfg(PROFILES + V3_TUNNEL + """
+            ppp = "client"
+            [[tunnel.session]]
+            pw_type = "eth"
+            [[tunnel.session]]
+            pw_type = "ppp"
+        """).tunnels[0]
+        assert [(s.pw_type, s.ppp) for s in tunnel.sessions] == [
+            (PwType.ETH, None), (PwType.PPP, "client")]
+
+    def test_resolved_session_equals_an_explicit_one(self) -> None:
+        inherited = cfg(PROFILES + V2_TUNNEL + 'ppp = "lns"\n[[tunnel.session]]\n')
+        explicit = cfg(PROFILES + V2_TUNNEL + '[[tunnel.session]]\nppp = "lns"\n')
+        assert inherited.tunnels[0].sessions == explicit.tunnels[0].sessions
+        assert inherited.tunnels[0].sessions[0] == DialSession(
+            pw_type=PwType.PPP, cookie_len=0, l2spec_type=L2SpecType.NONE, ppp="lns")
+
+    def test_unknown_tunnel_profile(self) -> None:
+        fails(PROFILES + V2_TUNNEL + """
+            ppp = "clint"  # <
+        """, "tunnel 't': ppp 'clint' is not a [[ppp]] profile (did you mean 'client'?)")
+
+    def test_unknown_session_profile(self) -> None:
+        fails(PROFILES + V2_TUNNEL + """
+            [[tunnel.session]]
+            [[tunnel.session]]
+            ppp = "nope"  # <
+        """, "tunnel 't' session #2: ppp 'nope' is not a [[ppp]] profile")
+
+    def test_session_profile_on_a_non_ppp_session(self) -> None:
+        fails(PROFILES + V3_TUNNEL + """
+            [[tunnel.session]]
+            pw_type = "eth"
+            ppp = "client"  # <
+        """, "tunnel 't' session #1: ppp only applies to pw_type 'ppp' sessions")
+
+    def test_session_profile_on_a_default_eth_session(self) -> None:
+        fails(PROFILES + V3_TUNNEL + """
+            [[tunnel.session]]
+            ppp = "client"  # <
+        """, "tunnel 't' session #1: ppp only applies to pw_type 'ppp' sessions")
+
+    def test_v3_tunnel_profile_needs_ppp_in_pw_types(self) -> None:
+        fails(PROFILES + V3_TUNNEL + """
+            pw_types = ["eth"]
+            ppp = "client"  # <
+        """, "tunnel 't': ppp has no effect: 'ppp' is not in the tunnel's pw_types")
+
+    def test_v3_tunnel_profile_with_only_eth_sessions_is_fine(self) -> None:
+        tunnel = cfg(PROFILES + V3_TUNNEL + 'ppp = "client"\n[[tunnel.session]]\n').tunnels[0]
+        assert tunnel.ppp == "client" and tunnel.sessions[0].ppp is None
+
+    def test_v2_tunnel_profile_ignores_pw_types(self) -> None:
+        tunnel = cfg(PROFILES + V2_TUNNEL + 'ppp = "client"\n').tunnels[0]
+        assert tunnel.ppp == "client"
+
+    def test_profile_of_a_later_tunnel_names_its_line(self) -> None:
+        fails(PROFILES + """
+            [[tunnel]]
+            name = "a"
+            peer = "10.0.0.2"
+            version = 2
+            ppp = "lns"
+            [[tunnel.session]]
+
+            [[tunnel]]
+            name = "b"
+            peer = "10.0.0.3"
+            version = 2
+            [[tunnel.session]]
+            ppp = "lns"
+            [[tunnel.session]]
+            ppp = "lsn"  # <
+        """, "tunnel 'b' session #2: ppp 'lsn' is not a [[ppp]] profile (did you mean 'lns'?)")
+
+
+class TestPppReload:
+    BASE = """
+        [[ppp]]
+        name = "lns"
+        auth = ["chap-md5"]
+        secrets = "/etc/pyl2tp/ppp-secrets"
+        local_ip = "10.0.0.1"
+        pool = "10.0.0.10-10.0.0.20"
+        [[ppp]]
+        name = "client"
+        user = "u"
+        password = "p"
+        [[peer]]
+        name = "p"
+        ppp = "lns"
+        [[tunnel]]
+        name = "t"
+        peer = "10.0.0.2"
+        version = 2
+        ppp = "client"
+        [[tunnel.session]]
+    """
+
+    def test_equal_text_gives_equal_and_hashable_configs(self) -> None:
+        a, b = cfg(self.BASE), cfg(self.BASE)
+        assert a == b and hash(a) == hash(b)
+
+    def test_pool_spelling_does_not_matter(self) -> None:
+        a = cfg(self.BASE)
+        b = cfg(self.BASE.replace('"10.0.0.10-10.0.0.20"', '" 10.0.0.10 -  10.0.0.20"'))
+        assert a == b
+
+    def test_a_profile_change_touches_only_the_profile(self) -> None:
+        old = cfg(self.BASE)
+        new = cfg(self.BASE.replace('password = "p"', 'password = "q"'))
+        assert old.ppp[0] == new.ppp[0] and old.ppp[1] != new.ppp[1]
+        assert old.peers == new.peers and old.tunnels == new.tunnels
+        assert old != new
+
+    def test_a_reference_change_is_visible(self) -> None:
+        old = cfg(self.BASE)
+        new = cfg(self.BASE.replace('ppp = "client"', 'ppp = "lns"'))
+        assert old.tunnels != new.tunnels and old.ppp == new.ppp
+        assert new.tunnels[0].sessions[0].ppp == "lns"
+
+
+# --------------------------------------------------------------------------------------------
 # Locating lines in awkward TOML
 
 
@@ -1354,3 +2134,56 @@ class TestDocumentation:
         configs = [parse(text) for text in _doc_examples()]
         assert any(c.peers and c.listen for c in configs)
         assert any(c.tunnels for c in configs)
+
+    def test_ppp_lns_example(self) -> None:
+        lns = [c for c in map(parse, _doc_examples())
+               if any(p.ppp is not None for p in c.peers)]
+        assert lns, "no example terminates PPP on an LNS"
+        config = lns[0]
+        peer = next(p for p in config.peers if p.ppp is not None)
+        profile = config.ppp_profile(peer.ppp or "")
+        assert profile is not None and config.listen
+        assert profile.auth == (AuthMethod.CHAP_MD5, AuthMethod.PAP)
+        assert profile.secrets and profile.local_ip and profile.pool and profile.dns
+        assert profile.ipv6 is True
+
+    def test_ppp_client_example(self) -> None:
+        clients = [c for c in map(parse, _doc_examples())
+                   if any(s.ppp for t in c.tunnels for s in t.sessions)]
+        assert clients, "no example dials a PPP session with a profile"
+        config = clients[0]
+        tunnel = next(t for t in config.tunnels if t.sessions and t.sessions[0].ppp)
+        profile = config.ppp_profile(tunnel.sessions[0].ppp or "")
+        assert tunnel.version == 2
+        assert profile is not None and profile.user and profile.password
+
+    def test_switching_example(self) -> None:
+        configs = [c for c in map(parse, _doc_examples()) if any(p.switch_to for p in c.peers)]
+        assert configs, "no example switches PPP sessions"
+        peer = next(p for p in configs[0].peers if p.switch_to)
+        assert any(t.name == peer.switch_to for t in configs[0].tunnels)
+
+    def test_every_ppp_key_is_documented(self) -> None:
+        from pyl2tp.daemon.config import _PPP
+
+        text = DOCS.read_text()
+        section = text[text.index("### `[[ppp]]`"):]
+        for key in _PPP:
+            assert f"| `{key}` |" in section, key
+
+    def test_references_are_documented(self) -> None:
+        text = DOCS.read_text()
+        for heading, keys in [("### `[[peer]]`", ["ppp", "switch_to"]),
+                              ("### `[[tunnel]]`", ["ppp"]),
+                              ("### `[[tunnel.session]]`", ["ppp"])]:
+            start = text.index(heading)
+            section = text[start:text.index("\n### ", start + 1)]
+            for key in keys:
+                assert f"| `{key}` |" in section, (heading, key)
+
+    def test_secrets_file_format_is_documented(self) -> None:
+        text = DOCS.read_text()
+        section = text[text.index("### The secrets file"):]
+        assert "client  server  secret  [address ...]" in section
+        for word in ("`*`", "`#`", "quoted", "address"):
+            assert word in section, word

@@ -15,6 +15,12 @@ Tunnel parameters are written once in ``[defaults]`` and overridden per ``[[peer
 result, so the daemon never has to repeat the inheritance rules. All objects are frozen, hashable
 and compare by value, so on SIGHUP the daemon can diff the old and the new configuration
 (``old.tunnels`` against ``new.tunnels``) and touch only what changed.
+
+PPP settings live in named ``[[ppp]]`` profiles that a ``[[peer]]``, a ``[[tunnel]]`` or a
+``[[tunnel.session]]`` refers to by name; references are checked here, and a session carries
+its resolved profile name, so the daemon looks it up with :meth:`Config.ppp_profile` and never
+has to know where it was written. A ``[[peer]]`` may instead ``switch_to`` a dialled tunnel,
+bridging each incoming PPP session to a new session placed there.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, NoReturn, TypeAlias
 
 from ..dataplane.tuntap import validate_ifname
+from ..ppp.protocols import AuthMethod
 from ..wire.constants import DataSequencing, DigestType, EncapType, L2SpecType, PwType
 
 __all__ = [
@@ -43,6 +50,7 @@ __all__ = [
     "Direction",
     "Listen",
     "PeerPolicy",
+    "PppProfile",
     "StaticSession",
     "StaticTunnel",
     "TunnelParams",
@@ -59,6 +67,9 @@ MAX_RECEIVE_WINDOW: Final = 0x7FFF  # the largest window half-space Ns compariso
 MIN_RETRANSMIT_CAP: Final = 8.0  # RFC 2661 §5.8: the cap MUST be no less than 8 seconds
 MAX_HOST_NAME: Final = 1017  # an AVP is at most 1023 octets, 6 of them header
 MAX_SUN_PATH: Final = 107  # sockaddr_un.sun_path is 108 bytes including the NUL
+MAX_POOL: Final = 1 << 20  # addresses in one [[ppp]] pool: a bound on the daemon's bookkeeping
+MAX_PAP_FIELD: Final = 255  # PAP's Peer-ID and Password carry one-octet lengths (RFC 1334 §2.2.1)
+MAX_DNS: Final = 2  # IPCP has options for a primary and a secondary server only (RFC 1877)
 
 
 class ConfigError(Exception):
@@ -147,6 +158,11 @@ class PeerPolicy:
     versions: tuple[int, ...] = (2, 3)
     accept: bool = True
     params: TunnelParams = TunnelParams()
+    ppp: str | None = None
+    """The [[ppp]] profile that terminates PPP sessions on tunnels accepted under this policy."""
+    switch_to: str | None = None
+    """The [[tunnel]] to which each incoming PPP session is switched instead (exclusive with
+    ``ppp``)."""
 
     def matches(self, address: str, host_name: str | None) -> bool:
         """Whether a tunnel from ``address`` announcing ``host_name`` falls under this policy.
@@ -189,6 +205,9 @@ class DialSession:
     data_sequencing: DataSequencing = DataSequencing.NONE
     sequencing: bool = False
     reorder_timeout: float = 0.0
+    ppp: str | None = None
+    """The [[ppp]] profile for this session: its own, else its tunnel's when it is a PPP
+    session; always None for other pseudowire types."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +227,57 @@ class DialTunnel:
     secret: bytes | None = None
     params: TunnelParams = TunnelParams()
     sessions: tuple[DialSession, ...] = ()
+    ppp: str | None = None
+    """The default [[ppp]] profile for this tunnel's PPP sessions (already applied to those in
+    ``sessions``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PppProfile:
+    """A named ``[[ppp]]`` profile: how a PPP session is terminated locally on a TUN device.
+
+    The same profile serves both roles. On a session the daemon accepted (LNS) it demands
+    ``auth`` from the peer, checks the answer against ``secrets`` and hands out ``peer_ip`` or
+    an address from ``pool``; on a session the daemon placed (LAC/client) it answers the peer's
+    demand with ``user`` and ``password`` and takes the address the peer assigns. The secrets
+    file is only named here: the daemon reads it (and re-reads it when it changes), so
+    editing it needs no reload and a file missing at load time is not a configuration error.
+    """
+
+    name: str
+    auth: tuple[AuthMethod, ...] = ()
+    peer_auth: tuple[AuthMethod, ...] = (AuthMethod.MSCHAP_V2, AuthMethod.CHAP_MD5,
+                                         AuthMethod.PAP)
+    secrets: str | None = None
+    user: str | None = None
+    password: str | None = None
+    auth_name: str | None = None
+    mru: int = 1500
+    mtu: int | None = None
+    echo_interval: float = 10.0
+    echo_failure: int = 3
+    restart_interval: float = 3.0
+    max_configure: int = 10
+    max_terminate: int = 2
+    max_failure: int = 5
+    auth_timeout: float = 30.0
+    local_ip: ipaddress.IPv4Address | None = None
+    pool: str | None = None
+    peer_ip: ipaddress.IPv4Address | None = None
+    dns: tuple[ipaddress.IPv4Address, ...] = ()
+    request_dns: bool = False
+    ipv4: bool = True
+    ipv6: bool = False
+    ifname: str = "ppp%d"
+    default_route: bool = False
+
+    def pool_range(self) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address] | None:
+        """The first and last address of ``pool`` (both inclusive), or None without a pool.
+
+        A prefix gives its usable hosts: a /24 yields .1 to .254, a /31 both addresses and a
+        /32 its one address. ``local_ip`` is not removed; the daemon skips it when assigning.
+        """
+        return None if self.pool is None else _pool_bounds(self.pool)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +326,15 @@ class Config:
     peers: tuple[PeerPolicy, ...] = ()
     tunnels: tuple[DialTunnel, ...] = ()
     static_tunnels: tuple[StaticTunnel, ...] = ()
+    ppp: tuple[PppProfile, ...] = ()
+
+    def ppp_profile(self, name: str) -> PppProfile | None:
+        """The ``[[ppp]]`` profile called ``name``; references are checked at load time, so
+        None only answers a name that did not come from this configuration."""
+        for profile in self.ppp:
+            if profile.name == name:
+                return profile
+        return None
 
     def peer_for(self, address: str, host_name: str | None) -> PeerPolicy | None:
         """The policy for an incoming tunnel; None means no policy covers it (refuse it)."""
@@ -465,6 +544,116 @@ def _list_of(conv: Conv, what: str) -> Conv:
     return convert
 
 
+def _ipv4(value: Any) -> ipaddress.IPv4Address:
+    try:
+        addr = ipaddress.IPv4Address(value if isinstance(value, str) else "")
+    except ValueError:
+        raise _Bad("must be an IPv4 address") from None
+    if addr.is_unspecified or addr.is_multicast or addr == _BROADCAST:
+        raise _Bad("must be a unicast IPv4 address")
+    return addr
+
+
+_BROADCAST: Final = ipaddress.IPv4Address("255.255.255.255")
+_FIRST_NON_UNICAST: Final = ipaddress.IPv4Address("224.0.0.0")  # multicast, then reserved
+_POOL_FORMS: Final = ("an IPv4 range such as '10.0.0.10-10.0.0.200' "
+                      "or a prefix such as '10.0.0.0/24'")
+
+
+def _pool_bounds(text: str) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
+    """The first and last address of a pool written as ``a-b`` or as a prefix, whose network
+    and broadcast addresses are left out unless it is a /31 or /32 (RFC 3021)."""
+    if ":" in text:
+        raise _Bad("must be IPv4 (IPV6CP negotiates interface identifiers, not addresses)")
+    if "/" in text:
+        try:
+            net = ipaddress.IPv4Network(text)
+        except ValueError:
+            try:
+                loose = ipaddress.IPv4Network(text, strict=False)
+            except ValueError:
+                raise _Bad(f"must be {_POOL_FORMS}") from None
+            raise _Bad(f"has host bits set (did you mean {str(loose)!r}?)") from None
+        if net.prefixlen >= 31:
+            return net[0], net[-1]
+        return net[1], net[-2]
+    first_text, dash, last_text = text.partition("-")
+    try:
+        if not dash:
+            ipaddress.IPv4Address(text)
+            raise _Bad("must be a range or a prefix, not one address (that is peer_ip)")
+        first = ipaddress.IPv4Address(first_text.strip())
+        last = ipaddress.IPv4Address(last_text.strip())
+    except ValueError:
+        raise _Bad(f"must be {_POOL_FORMS}") from None
+    if first > last:
+        raise _Bad(f"must not end before it starts ({first} > {last})")
+    return first, last
+
+
+def _pool(value: Any) -> str:
+    """A pool, checked and normalised ("10.0.0.1 - 10.0.0.9" and "10.0.0.1-10.0.0.9" compare
+    equal on reload)."""
+    text = value.strip() if isinstance(value, str) else ""
+    first, last = _pool_bounds(text)
+    if int(first) == 0 or last >= _FIRST_NON_UNICAST:
+        raise _Bad("must hold unicast addresses only (not 0.0.0.0 nor 224.0.0.0 and above)")
+    size = int(last) - int(first) + 1
+    if size > MAX_POOL:
+        raise _Bad(f"must hold at most {MAX_POOL} addresses, not {size}")
+    return str(ipaddress.IPv4Network(text)) if "/" in text else f"{first}-{last}"
+
+
+def _dns(value: Any) -> tuple[ipaddress.IPv4Address, ...]:
+    want = f"must be an array of at most {MAX_DNS} IPv4 addresses"
+    if not isinstance(value, list) or len(value) > MAX_DNS:
+        raise _Bad(want)
+    try:
+        servers = tuple(_ipv4(v) for v in value)
+    except _Bad:
+        raise _Bad(want) from None
+    if len(set(servers)) != len(servers):
+        raise _Bad("must not list a value twice")
+    return servers
+
+
+def _methods(*, empty: bool) -> Conv:
+    names = [m.value for m in AuthMethod]
+    words = ", ".join(repr(n) for n in names)
+    want = f"must be {'an' if empty else 'a non-empty'} array of {words}"
+
+    def conv(value: Any) -> tuple[AuthMethod, ...]:
+        if not isinstance(value, list) or not (value or empty):
+            raise _Bad(want)
+        methods: list[AuthMethod] = []
+        for item in value:
+            if not isinstance(item, str):
+                raise _Bad(want)
+            try:
+                method = AuthMethod.parse(item)
+            except ValueError:
+                hint = _suggest(item.strip().lower(), names) or f" (use {words})"
+                raise _Bad(f"lists unknown method {item!r}{hint}") from None
+            if method in methods:
+                raise _Bad(f"must not list {method.value!r} twice")
+            methods.append(method)
+        return tuple(methods)
+
+    return conv
+
+
+def _absolute_path(value: Any) -> str:
+    if "\0" in _text(value) or not value.startswith("/"):
+        raise _Bad("must be an absolute path")
+    return str(value)
+
+
+def _pap_field(value: Any) -> str:
+    if len(_text(value).encode("utf-8")) > MAX_PAP_FIELD:
+        raise _Bad(f"must be at most {MAX_PAP_FIELD} bytes (PAP's length field)")
+    return str(value)
+
+
 _ENCAPS: Final = {"udp": EncapType.UDP, "ip": EncapType.IP}
 _DIAL_PW: Final = {"eth": PwType.ETH, "eth_vlan": PwType.ETH_VLAN, "ppp": PwType.PPP}
 _STATIC_PW: Final = {"eth": PwType.ETH, "ppp": PwType.PPP}
@@ -533,6 +722,8 @@ _PEER: Final[dict[str, Conv]] = {
     "secret": _secret,
     "versions": _list_of(_one_of(2, 3), "2 and/or 3"),
     "accept": _boolean,
+    "ppp": _text,
+    "switch_to": _text,
 }
 
 _TUNNEL: Final[dict[str, Conv]] = {
@@ -544,6 +735,7 @@ _TUNNEL: Final[dict[str, Conv]] = {
     "local": _address,
     "local_port": _integer(0, 0xFFFF),
     "secret": _secret,
+    "ppp": _text,
 }
 
 _DIAL_SESSION: Final[dict[str, Conv]] = {
@@ -553,7 +745,40 @@ _DIAL_SESSION: Final[dict[str, Conv]] = {
     "ifname": _ifname,
     "remote_end_id": _text,
     "called_number": _text,
+    "ppp": _text,
 }
+
+_PPP: Final[dict[str, Conv]] = {
+    "name": _text,
+    "auth": _methods(empty=True),
+    "peer_auth": _methods(empty=False),
+    "secrets": _absolute_path,
+    "user": _pap_field,
+    "password": _pap_field,
+    "auth_name": _text,
+    "mru": _integer(128, 0xFFFF),
+    "mtu": _integer(68, 0xFFFF),
+    "echo_interval": _seconds(0),
+    "echo_failure": _integer(1, 1000),
+    "restart_interval": _seconds(0, strict=True),
+    "max_configure": _integer(1, 1000),
+    "max_terminate": _integer(1, 1000),
+    "max_failure": _integer(1, 1000),
+    "auth_timeout": _seconds(0, strict=True),
+    "local_ip": _ipv4,
+    "pool": _pool,
+    "peer_ip": _ipv4,
+    "dns": _dns,
+    "request_dns": _boolean,
+    "ipv4": _boolean,
+    "ipv6": _boolean,
+    "ifname": _ifname,
+    "default_route": _boolean,
+}
+
+# Settings that IPCP carries: meaningless, so refused, on a profile with ipv4 = false.
+_IPCP_KEYS: Final = ("local_ip", "pool", "peer_ip", "dns", "request_dns", "default_route")
+_CHAP_METHODS: Final = frozenset({AuthMethod.CHAP_MD5, AuthMethod.MSCHAP_V2})
 
 _STATIC_TUNNEL: Final[dict[str, Conv]] = {
     "tunnel_id": _integer(1, MAX_ID),
@@ -583,7 +808,7 @@ _STATIC_SESSION: Final[dict[str, Conv]] = {
     "reorder_timeout": _seconds(0),
 }
 
-_SECTIONS: Final = ("daemon", "listen", "defaults", "peer", "tunnel", "static_tunnel")
+_SECTIONS: Final = ("daemon", "listen", "defaults", "ppp", "peer", "tunnel", "static_tunnel")
 
 # --------------------------------------------------------------------------------------------
 # Line numbers
@@ -735,6 +960,8 @@ class _Loader:
     def __init__(self, text: str, source: str) -> None:
         self.source = source
         self.lines = _locate(text)
+        self.profiles: dict[str, PppProfile] = {}
+        self.profile_scopes: dict[str, _Scope] = {}
 
     # ---- errors -------------------------------------------------------------------------
 
@@ -850,23 +1077,35 @@ class _Loader:
         root = _Scope((), "")
         for key in doc:
             if key not in _SECTIONS:
-                hint = (" (tunnel parameters belong in [defaults])" if key in _PARAMS
-                        else _suggest(key, _SECTIONS))
+                if key in _PARAMS:
+                    hint = " (tunnel parameters belong in [defaults])"
+                elif key in _PPP and key != "name":
+                    hint = " (PPP settings belong in a [[ppp]] profile)"
+                else:
+                    hint = _suggest(key, _SECTIONS)
                 self.fail(root, f"unknown key {key!r}{hint}", key)
         daemon = self.table(root, "daemon", doc.get("daemon", {}), "[daemon]")
         defaults = self.table(root, "defaults", doc.get("defaults", {}), "[defaults]")
         params = self.defaults(defaults)
+        daemon_section = self.daemon(daemon)
+        listen = self.listeners(self.array(root, "listen", doc.get("listen", []), "[[listen]]"))
+        # Profiles first: peers and tunnels refer to them by name.
+        profiles = self.ppp_profiles(self.array(root, "ppp", doc.get("ppp", []), "[[ppp]]"))
+        peer_tables = self.array(root, "peer", doc.get("peer", []), "[[peer]]")
+        peers = self.peers(peer_tables, params)
+        tunnels = self.tunnels(self.array(root, "tunnel", doc.get("tunnel", []), "[[tunnel]]"),
+                               params)
+        self.switch_targets(peer_tables, peers, tunnels)
+        self.fixed_ifnames(peers, tunnels)
         return Config(
-            daemon=self.daemon(daemon),
-            listen=self.listeners(self.array(root, "listen", doc.get("listen", []),
-                                             "[[listen]]")),
+            daemon=daemon_section,
+            listen=listen,
             defaults=params,
-            peers=self.peers(self.array(root, "peer", doc.get("peer", []), "[[peer]]"),
-                             params),
-            tunnels=self.tunnels(self.array(root, "tunnel", doc.get("tunnel", []),
-                                            "[[tunnel]]"), params),
+            peers=peers,
+            tunnels=tunnels,
             static_tunnels=self.static_tunnels(self.array(
                 root, "static_tunnel", doc.get("static_tunnel", []), "[[static_tunnel]]")),
+            ppp=profiles,
         )
 
     def daemon(self, table: dict[str, Any]) -> DaemonSection:
@@ -890,6 +1129,54 @@ class _Loader:
             out.append(listen)
         return tuple(out)
 
+    def ppp_profiles(self, tables: list[dict[str, Any]]) -> tuple[PppProfile, ...]:
+        for index, table in enumerate(tables):
+            scope = self.element_scope("ppp", index, table, "name")
+            values = self.convert(table, [_PPP], scope, ["name"])
+            if values["name"] in self.profiles:
+                self.fail(scope, "name is already used by another ppp profile", "name")
+            self.ppp_rules(scope, table, values)
+            self.profiles[values["name"]] = PppProfile(**values)
+            self.profile_scopes[values["name"]] = scope
+        return tuple(self.profiles.values())
+
+    def ppp_rules(self, scope: _Scope, table: Mapping[str, Any],
+                  values: Mapping[str, Any]) -> None:
+        """The cross-key rules of a [[ppp]] profile; each names the key that breaks it."""
+        if values.get("auth") and "secrets" not in values:
+            self.fail(scope, "auth needs a secrets file to check users against", "auth")
+        if "auth_name" in values and not _CHAP_METHODS.intersection(values.get("auth", ())):
+            self.fail(scope, "auth_name only applies when auth includes 'chap-md5' or "
+                             "'mschap-v2' (it names us in CHAP challenges)", "auth_name")
+        for key in ("password", "peer_auth"):
+            if key in values and "user" not in values:
+                self.fail(scope, f"{key} needs a user", key)
+        if "user" in values and "password" not in values and "secrets" not in values:
+            self.fail(scope, "user needs a password, or a secrets file holding one", "user")
+        ipv4, ipv6 = values.get("ipv4", True), values.get("ipv6", False)
+        if not ipv4:
+            for key in _IPCP_KEYS:
+                if key in values:
+                    self.fail(scope, f"{key} only applies with ipv4 = true", key)
+            if not ipv6:
+                self.fail(scope, "ipv4 and ipv6 are both false: the link would carry nothing",
+                          _later(table, "ipv4", "ipv6"))
+        if "pool" in values and "peer_ip" in values:
+            self.fail(scope, "pool and peer_ip are mutually exclusive",
+                      _later(table, "pool", "peer_ip"))
+        for key in ("pool", "peer_ip"):
+            if key in values and "local_ip" not in values:
+                self.fail(scope, f"{key} needs local_ip", key)
+        if "peer_ip" in values and values["peer_ip"] == values["local_ip"]:
+            self.fail(scope, "peer_ip must differ from local_ip", "peer_ip")
+
+    def profile(self, scope: _Scope, name: str, key: str = "ppp") -> str:
+        """Check a reference to a [[ppp]] profile and return it."""
+        if name not in self.profiles:
+            self.fail(scope, f"{key} {name!r} is not a [[ppp]] profile"
+                             f"{_suggest(name, list(self.profiles))}", key)
+        return name
+
     def peers(self, tables: list[dict[str, Any]], defaults: TunnelParams
               ) -> tuple[PeerPolicy, ...]:
         out: list[PeerPolicy] = []
@@ -902,8 +1189,66 @@ class _Loader:
                 self.fail(scope, "hide_avps needs a secret", "hide_avps")
             if "versions" in own:
                 own["versions"] = tuple(sorted(own["versions"]))
-            out.append(PeerPolicy(**own, params=self.params(defaults, given, scope)))
+            policy = PeerPolicy(**own, params=self.params(defaults, given, scope))
+            self.peer_ppp(scope, table, policy)
+            out.append(policy)
         return tuple(out)
+
+    def peer_ppp(self, scope: _Scope, table: Mapping[str, Any], peer: PeerPolicy) -> None:
+        """A peer's ``ppp`` and ``switch_to``, except that switch_to names a tunnel, which is
+        checked once the tunnels are known (:meth:`switch_targets`)."""
+        if peer.ppp is not None and peer.switch_to is not None:
+            self.fail(scope, "ppp and switch_to are mutually exclusive (a PPP session is either "
+                             "terminated here or switched)", _later(table, "ppp", "switch_to"))
+        key = "ppp" if peer.ppp is not None else "switch_to"
+        if key not in table:
+            return
+        if peer.ppp is not None:
+            self.profile(scope, peer.ppp)
+        if not peer.accept:
+            self.fail(scope, f"{key} has no effect with accept = false", key)
+        if 2 not in peer.versions and PwType.PPP not in peer.params.pw_types:
+            self.fail(scope, f"{key} has no effect: this peer's tunnels carry no PPP sessions "
+                             "(versions = [3] and 'ppp' is not in pw_types)", key)
+
+    def fixed_ifnames(self, peers: Sequence[PeerPolicy], tunnels: Sequence[DialTunnel]
+                      ) -> None:
+        """A profile whose ifname has no %d can bring up one interface at a time: refuse it
+        where the configuration alone already needs more (a peer accepts any number of
+        sessions; dialled sessions are counted)."""
+        sessions: dict[str, int] = {}
+        for tunnel in tunnels:
+            for session in tunnel.sessions:
+                if session.ppp is not None:
+                    sessions[session.ppp] = sessions.get(session.ppp, 0) + session.count
+        for name, profile in self.profiles.items():
+            if "%" in profile.ifname:
+                continue
+            peer = next((p.name for p in peers if p.ppp == name), None)
+            if peer is not None:
+                users = f"peer {peer!r} can bring up any number of sessions with this profile"
+            elif sessions.get(name, 0) > 1:
+                users = f"{sessions[name]} sessions use this profile"
+            else:
+                continue
+            self.fail(self.profile_scopes[name],
+                      f"ifname {profile.ifname!r} names a single interface, but {users} "
+                      "(use a template such as 'ppp%d')", "ifname")
+
+    def switch_targets(self, tables: list[dict[str, Any]], peers: Sequence[PeerPolicy],
+                       tunnels: Sequence[DialTunnel]) -> None:
+        by_name = {t.name: t for t in tunnels}
+        for index, (table, peer) in enumerate(zip(tables, peers, strict=True)):
+            if peer.switch_to is None:
+                continue
+            scope = self.element_scope("peer", index, table, "name")
+            target = by_name.get(peer.switch_to)
+            if target is None:
+                self.fail(scope, f"switch_to {peer.switch_to!r} is not a [[tunnel]]"
+                                 f"{_suggest(peer.switch_to, list(by_name))}", "switch_to")
+            if target.version == 3 and PwType.PPP not in target.params.pw_types:
+                self.fail(scope, f"switch_to {peer.switch_to!r}: that tunnel carries no PPP "
+                                 "sessions ('ppp' is not in its pw_types)", "switch_to")
 
     def tunnels(self, tables: list[dict[str, Any]], defaults: TunnelParams
                 ) -> tuple[DialTunnel, ...]:
@@ -923,15 +1268,21 @@ class _Loader:
             if given.get("hide_avps") and "secret" not in own:
                 self.fail(scope, "hide_avps needs a secret", "hide_avps")
             params = self.params(defaults, given, scope)
+            if "ppp" in own:
+                self.profile(scope, own["ppp"])
+                if version == 3 and PwType.PPP not in params.pw_types:
+                    self.fail(scope, "ppp has no effect: 'ppp' is not in the tunnel's pw_types",
+                              "ppp")
             sessions = self.array(scope, "session", table.get("session", []),
                                   "[[tunnel.session]]")
-            own["sessions"] = tuple(self.dial_session(t, i, scope, version, params)
-                                    for i, t in enumerate(sessions))
+            own["sessions"] = tuple(
+                self.dial_session(t, i, scope, version, params, own.get("ppp"))
+                for i, t in enumerate(sessions))
             out.append(DialTunnel(**own, params=params))
         return tuple(out)
 
     def dial_session(self, table: dict[str, Any], index: int, parent: _Scope, version: int,
-                     params: TunnelParams) -> DialSession:
+                     params: TunnelParams, tunnel_ppp: str | None = None) -> DialSession:
         scope = self.element_scope("session", index, {}, "", parent)
         own = self.convert(table, [_DIAL_SESSION, _SESSION_PARAMS], scope)
         self.version_keys(own, version, scope)
@@ -941,6 +1292,12 @@ class _Loader:
         if version == 3 and pw_type not in params.pw_types:
             self.fail(scope, f"pw_type {pw_type.name.lower()!r} is not in the tunnel's pw_types",
                       "pw_type")
+        if "ppp" in own:
+            if pw_type != PwType.PPP:
+                self.fail(scope, "ppp only applies to pw_type 'ppp' sessions", "ppp")
+            self.profile(scope, own["ppp"])
+        elif pw_type == PwType.PPP and tunnel_ppp is not None:
+            own["ppp"] = tunnel_ppp
         if own.get("count", 1) > 1 and "%d" not in own.get("ifname", "%d"):
             self.fail(scope, "ifname must contain %d when count is more than 1", "ifname")
         # Resolve to what the session will actually run with, so the daemon needs no
@@ -1009,6 +1366,13 @@ def _split(values: dict[str, Any], own_keys: Mapping[str, Conv]
     """Separate an element's own keys from its tunnel-parameter overrides."""
     own = {k: v for k, v in values.items() if k in own_keys}
     return own, {k: v for k, v in values.items() if k not in own_keys}
+
+
+def _later(table: Mapping[str, Any], a: str, b: str) -> str:
+    """Whichever of two keys comes later in the file (the one that makes a conflict), or the
+    one present when only one is."""
+    keys = [k for k in table if k in (a, b)]
+    return keys[-1] if keys else a
 
 
 def _family(address: str) -> int:
