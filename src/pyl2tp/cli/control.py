@@ -7,6 +7,7 @@ The syntax follows ``ip l2tp``'s keyword-value style so that the commands read a
     pyl2tp call tunnel_id 1234 pw_type eth ifname l2tpeth0
     pyl2tp hangup tunnel_id 1234 [session_id 99]
     pyl2tp control show [-j]
+    pyl2tp ppp show [-j]
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ Usage: pyl2tp listen [ encap { udp | ip } ] [ address ADDR ] [ port PORT ]
                   [ count N ] [ ifname NAME ] [ cookie_len { 0 | 4 | 8 } ]
                   [ l2spec_type { none | default } ] [ seq { none | non_ip | all } ]
                   [ sequencing ] [ remote_end_id ID ] [ reorder_timeout MS ]
+                  [ ppp PROFILE ]
        pyl2tp hangup tunnel_id ID [ session_id ID ]
        pyl2tp control show [ -j ]
+       pyl2tp ppp show [ -j ]
 """
 
 Request = Callable[[str, dict[str, Any]], Any]
@@ -58,7 +61,7 @@ _CALL: dict[str, tuple[str, Callable[[str], Any] | None]] = {
     "ifname": ("ifname", str), "name": ("ifname", str), "cookie_len": ("cookie_len", int),
     "l2spec_type": ("l2spec_type", str), "seq": ("data_sequencing", str),
     "sequencing": ("sequencing", None), "remote_end_id": ("remote_end_id", str),
-    "reorder_timeout": ("reorder_timeout", float),
+    "reorder_timeout": ("reorder_timeout", float), "ppp": ("ppp", str),
     "incoming": ("direction", None), "outgoing": ("direction", None),
 }
 _LISTEN: dict[str, tuple[str, Callable[[str], Any] | None]] = {
@@ -123,6 +126,23 @@ def _show(conns: list[dict[str, Any]], out: TextIO) -> None:
                       f"{s['direction']} {s['state']} pw_type {s['pw_type']}\n")
 
 
+def _show_ppp(links: list[dict[str, Any]], out: TextIO) -> None:
+    for p in links:
+        where = f"Session {p['session_id']} in tunnel {p['tunnel_id']}"
+        if "switched_to" in p:
+            to = p["switched_to"]
+            out.write(f"{where}: switched to session {to['session_id']} in tunnel "
+                      f"{to['tunnel_id']}, {p['frames']} frames\n")
+            continue
+        out.write(f"{where}: {p['ifname'] or '-'} phase {p['phase']}, LCP {p['lcp']}"
+                  f"{', user ' + p['user'] if p.get('user') else ''}\n")
+        if "local" in p:
+            out.write(f"  inet {p['local']} peer {p['peer'] or '-'}"
+                      f"{'  dns ' + ' '.join(p['dns']) if p.get('dns') else ''}\n")
+        if "local6" in p:
+            out.write(f"  inet6 {p['local6']}\n")
+
+
 def run(command: str, argv: Sequence[str], request: Request, out: TextIO) -> None:
     """Execute one control command; raises UsageError or the request's errors."""
     if command == "listen":
@@ -146,19 +166,21 @@ def run(command: str, argv: Sequence[str], request: Request, out: TextIO) -> Non
         if "conn_id" not in attrs:
             raise UsageError('"tunnel_id" is required')
         request("control_hangup", attrs)
-    elif command == "control":
+    elif command in ("control", "ppp"):
         args = [a for a in argv if a not in ("-j", "-json", "--json")]
         if args not in ([], ["show"]):
             raise UsageError(f'unknown argument "{args[0] if args[0] != "show" else args[1]}"')
-        conns = request("control_dump", {})
+        items = request("control_dump" if command == "control" else "ppp_dump", {})
         if len(args) != len(argv):
-            out.write(json.dumps(conns) + "\n")
+            out.write(json.dumps(items) + "\n")
+        elif command == "control":
+            _show(items, out)
         else:
-            _show(conns, out)
+            _show_ppp(items, out)
     else:
         raise UsageError(f'unknown command "{command}"')
 
 
-COMMANDS = ("listen", "dial", "call", "hangup", "control")
+COMMANDS = ("listen", "dial", "call", "hangup", "control", "ppp")
 
 __all__ = ["COMMANDS", "USAGE", "UsageError", "run"]

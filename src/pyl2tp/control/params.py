@@ -54,6 +54,11 @@ class CallParams:
     called_number: str = ""
     calling_number: str = ""
     ifname: str = ""
+    ppp_profile: str = ""
+    """The daemon's PPP profile that terminates this call's PPP ('' = not terminated here).
+    Like ``ifname``, carried for the layer above and never read by the control plane."""
+    switch_to: str = ""
+    """The dialled tunnel this call's PPP is switched onto instead ('' = not switched)."""
     tx_connect_speed: int = 100_000_000
     framing_type: int = FRAMING_SYNC
     bearer_type: int = BEARER_DIGITAL

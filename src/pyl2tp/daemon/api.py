@@ -88,6 +88,9 @@ def call_params(attrs: Attrs, base: CallParams, version: int) -> CallParams:
     ifname = attrs.get("ifname", base.ifname)
     if not isinstance(ifname, str) or len(ifname) > 15:
         raise _einval("ifname must be an interface name of at most 15 characters")
+    ppp = attrs.get("ppp", base.ppp_profile)
+    if not isinstance(ppp, str):
+        raise _einval("ppp must be the name of a [[ppp]] profile")
     end_id = attrs.get("remote_end_id", base.remote_end_id)
     if isinstance(end_id, str):
         end_id = end_id.encode()
@@ -102,6 +105,7 @@ def call_params(attrs: Attrs, base: CallParams, version: int) -> CallParams:
             reorder_timeout=_number(attrs, "reorder_timeout", base.reorder_timeout, hi=3600),
             remote_end_id=end_id,
             ifname=ifname,
+            ppp_profile=ppp,
         )
     except ValueError as exc:
         raise _einval(str(exc)) from None
@@ -140,9 +144,11 @@ def connection_params(attrs: Attrs, base: ConnectionParams) -> ConnectionParams:
 class ControlApi:
     """The control-plane commands bound to one driver."""
 
-    def __init__(self, driver: ControlDriver, base: Callable[[], ConnectionParams]) -> None:
+    def __init__(self, driver: ControlDriver, base: Callable[[], ConnectionParams],
+                 ppp_profile_exists: Callable[[str], bool] = lambda _n: False) -> None:
         self.driver = driver
         self.base = base
+        self.ppp_profile_exists = ppp_profile_exists
 
     def commands(self) -> dict[str, Callable[[Attrs], Any]]:
         return {
@@ -181,6 +187,12 @@ class ControlApi:
         if direction not in ("incoming", "outgoing"):
             raise _einval("direction must be incoming or outgoing")
         params = call_params(attrs, conn.params.call, conn.version)
+        if params.ppp_profile:
+            if params.pw_type != PwType.PPP:
+                raise _einval("a ppp profile needs pw_type ppp")
+            if not self.ppp_profile_exists(params.ppp_profile):
+                raise L2tpError(errno.ENOENT, f"no [[ppp]] profile {params.ppp_profile!r} "
+                                "in the daemon's configuration")
         count = _number(attrs, "count", 1, integer=True, lo=1, hi=65535)
         out = []
         for _ in range(count):

@@ -37,15 +37,18 @@ REDIAL_CAP = 60.0
 
 
 def connection_params(tp: TunnelParams, *, version: int, secret: bytes | None,
-                      host_name: str, router_id: int) -> ConnectionParams:
-    """The protocol cores' view of a resolved ``[defaults]``/``[[peer]]``/``[[tunnel]]``."""
+                      host_name: str, router_id: int, ppp: str | None = None,
+                      switch_to: str | None = None) -> ConnectionParams:
+    """The protocol cores' view of a resolved ``[defaults]``/``[[peer]]``/``[[tunnel]]``.
+    ``ppp``/``switch_to`` say what happens to the PPP of calls the peer places."""
     pw_types = tuple(int(p) for p in tp.pw_types) or (PwType.ETH,)
     call = CallParams(
         pw_type=pw_types[0] if version == 3 else PwType.PPP,
         cookie_len=tp.cookie_len if version == 3 else 0,
         l2spec_type=tp.l2spec_type if version == 3 else 0,
         data_sequencing=tp.data_sequencing if version == 3 and tp.l2spec_type else 0,
-        sequencing=tp.sequencing, reorder_timeout=tp.reorder_timeout)
+        sequencing=tp.sequencing, reorder_timeout=tp.reorder_timeout,
+        ppp_profile=ppp or "", switch_to=switch_to or "")
     return ConnectionParams(
         version=version, host_name=host_name, router_id=router_id, secret=secret,
         challenge=tp.challenge, hide_avps=tp.hide_avps and secret is not None,
@@ -63,7 +66,7 @@ def session_params(s: DialSession, version: int) -> CallParams:
         data_sequencing=s.data_sequencing if version == 3 and s.l2spec_type else 0,
         sequencing=s.sequencing, reorder_timeout=s.reorder_timeout,
         remote_end_id=(s.remote_end_id or "").encode(), called_number=s.called_number or "",
-        ifname=s.ifname or "")
+        ifname=s.ifname or "", ppp_profile=s.ppp or "")
 
 
 def derived_router_id(host_name: str, peer: str | None = None) -> int:
@@ -157,12 +160,13 @@ class ConfigManager:
                         else 0, f"L2TPv{version} is not accepted from this peer")
             return connection_params(policy.params, version=version, secret=policy.secret,
                                      host_name=daemon.host_name,
-                                     router_id=self.router_id(host))
+                                     router_id=self.router_id(host), ppp=policy.ppp,
+                                     switch_to=policy.switch_to)
         for d in self.dialled.values():
             if d.spec.peer == host and d.spec.version == version:
                 return connection_params(d.spec.params, version=version,
                                          secret=d.spec.secret, host_name=daemon.host_name,
-                                         router_id=self.router_id(host))
+                                         router_id=self.router_id(host), ppp=d.spec.ppp)
         if ep not in self.driver.listeners:
             return None  # a socket we only dial from: never answer strangers there
         return (StopCCNResult.NOT_AUTHORIZED, 0, "no [[peer]] policy matches")
@@ -247,7 +251,7 @@ class ConfigManager:
         spec = d.spec
         params = connection_params(spec.params, version=spec.version, secret=spec.secret,
                                    host_name=self.config.daemon.host_name,
-                                   router_id=self.router_id(spec.peer))
+                                   router_id=self.router_id(spec.peer), ppp=spec.ppp)
         try:
             conn = self.driver.dial(params, spec.peer, port=spec.port or 1701,
                                     encap=spec.encap, local=spec.local,

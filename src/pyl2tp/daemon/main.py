@@ -25,6 +25,7 @@ from pyl2tp.daemon.api import ControlApi
 from pyl2tp.daemon.config import Config
 from pyl2tp.daemon.configured import ConfigManager, connection_params
 from pyl2tp.daemon.control import ControlDriver
+from pyl2tp.daemon.ppp_sessions import PppManager
 from pyl2tp.dataplane.registry import Registry
 from pyl2tp.dataplane.userspace import Endpoint, UserspaceBackend
 from pyl2tp.mgmt.debug import debug_listing
@@ -57,17 +58,32 @@ class Daemon:
             self.base_params = connection_params(
                 config.defaults, version=3, secret=None, host_name=config.daemon.host_name,
                 router_id=self.manager.router_id())
-        self.control_api = ControlApi(self.driver, lambda: self.base_params)
+        self.ppp = PppManager(self.loop, self.driver, profile=self._ppp_profile,
+                              switch_target=self._switch_target,
+                              host_name=config.daemon.host_name if config else
+                              self.base_params.host_name, publish=self._publish)
+        self.control_api = ControlApi(self.driver, lambda: self.base_params,
+                                      lambda name: self._ppp_profile(name) is not None)
         self.server = MgmtServer(self.registry, socket_path, extra={
             "debug_tunnels": lambda _a: debug_listing(self.registry),
             "endpoint_stats": lambda _a: self.endpoint_stats(),
             "version": lambda _a: {"version": __version__, "backend": "userspace"},
+            "ppp_dump": lambda _a: self.ppp.dump(),
             "control_stats": lambda _a: {"plane": dict(sorted(self.driver.plane.stats.items())),
                                          "connections": len(self.driver.plane.conns)},
             **self.control_api.commands(),
         })
         self.stopping = asyncio.Event()
         self.registry.listeners.append(self._log_event)
+
+    def _ppp_profile(self, name: str) -> config_mod.PppProfile | None:
+        return self.manager.config.ppp_profile(name) if self.manager is not None else None
+
+    def _switch_target(self, name: str) -> Any:
+        if self.manager is None:
+            return None
+        dialled = self.manager.dialled.get(name)
+        return dialled.conn if dialled is not None else None
 
     def endpoint_stats(self) -> list[dict[str, Any]]:
         return [
@@ -126,6 +142,7 @@ class Daemon:
                  len(self.registry.tunnels), len(self.driver.plane.conns))
         if self.manager is not None:
             self.manager.shutdown()
+        self.ppp.shutdown()
         self.driver.shutdown()
         # Give the peers a moment to acknowledge our StopCCNs before the sockets close.
         for _ in range(30):
