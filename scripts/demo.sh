@@ -2,7 +2,9 @@
 # Sets everything up, then shows pyl2tp's main job: two hosts (network namespaces) joined by
 # L2TPv3 Ethernet pseudowires that pyl2tp runs in userspace, carrying pings: first one set up
 # statically with `ip l2tp` syntax, then one negotiated by pyl2tp's control plane (B is an LNS
-# configured by a TOML file with a per-peer secret, A dials it); then what pyl2tp reports.
+# configured by a TOML file with a per-peer secret, A dials it); then what pyl2tp reports; then
+# an L2TPv2 VPN session: A dials B over L2TPv2, PPP authenticates with CHAP and B assigns A an
+# address from a pool, and pings cross the ppp interfaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -16,12 +18,24 @@ cleanup() {
   wait 2>/dev/null || true
   ip netns del "$A" 2>/dev/null || true
   ip netns del "$B" 2>/dev/null || true
-  rm -f "$CONF"
+  rm -f "$CONF" "$CONF_A" "$SECRETS"
 }
-CONF=$(mktemp --suffix .toml)
-cat >"$CONF" <<'TOML'
+CONF=$(mktemp --suffix .toml); CONF_A=$(mktemp --suffix .toml); SECRETS=$(mktemp)
+cat >"$SECRETS" <<'SECRETS'
+# client   server  secret
+demo-user  *       "demo password"
+SECRETS
+cat >"$CONF" <<TOML
 [daemon]
 host_name = "lns-b"
+
+[[ppp]]             # PPP of the sessions B terminates: CHAP against a secrets file, a pool
+name = "lns"
+auth = ["chap-md5"]
+secrets = "$SECRETS"
+local_ip = "10.99.0.1"
+pool = "10.99.0.10-10.99.0.99"
+dns = ["10.99.0.1"]
 
 [[listen]]          # accept control connections on UDP port 1701
 encap = "udp"
@@ -31,6 +45,14 @@ name = "host-a"
 address = "10.200.0.1"
 secret = "demo-secret"
 hide_avps = true
+ppp = "lns"
+TOML
+cat >"$CONF_A" <<'TOML'
+[[ppp]]             # A is the VPN client: who it is, and to ask for DNS servers
+name = "vpn"
+user = "demo-user"
+password = "demo password"
+request_dns = true
 TOML
 trap cleanup EXIT INT TERM
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -44,7 +66,7 @@ for ns in "$A" "$B"; do ip -n "$ns" link set lo up; ip -n "$ns" link set "veth$t
 echo "A: 10.200.0.1  <->  B: 10.200.0.2"
 
 step "a pyl2tp daemon on each host (the userspace L2TP data plane)"
-ip netns exec "$A" "$PYL2TP" daemon --log-level warning &
+ip netns exec "$A" "$PYL2TP" daemon --log-level warning --config "$CONF_A" &
 pids+=($!)
 ip netns exec "$B" "$PYL2TP" daemon --log-level warning --config "$CONF" &
 pids+=($!)
@@ -90,5 +112,17 @@ run "$A" ping -c 5 -i 0.2 192.168.101.2
 run "$A" "$PYL2TP" control show
 run "$B" "$PYL2TP" show session tunnel_id "$(ip netns exec "$B" "$PYL2TP" -j show tunnel \
     | python3 -c 'import json,sys; print([t["tunnel_id"] for t in json.load(sys.stdin) if t["tunnel_id"] != 2000][0])')"
+
+step "an L2TPv2 VPN session: PPP over L2TP, CHAP, an address from B's pool"
+out=$(run "$A" "$PYL2TP" dial peer 10.200.0.2 version 2 secret demo-secret host_name host-a)
+echo "$out"; tid=$(echo "$out" | tail -n1 | awk '{print $2}')
+run "$A" "$PYL2TP" call tunnel_id "$tid" pw_type ppp ppp vpn
+for _ in $(seq 200); do
+  ip netns exec "$A" "$PYL2TP" ppp show | grep -q "inet " && break; sleep 0.05
+done
+run "$A" "$PYL2TP" ppp show
+run "$B" "$PYL2TP" ppp show
+run "$A" ip -br addr show ppp0
+run "$A" ping -c 5 -i 0.2 10.99.0.1
 
 step "teardown: SIGTERM makes each daemon clear its tunnels (StopCCN) and delete its devices"

@@ -203,7 +203,7 @@ class PppEndpoint:
             log.warning("%s: cannot create the PPP interface: %s", self.label, exc)
             self.close(f"interface setup failed: {exc}")
             return
-        self._configure(self._network_up_async(event))
+        self._configure(lambda: self._network_up_async(event))
 
     def _network_down(self, event: NetworkDown) -> None:
         if event.protocol == PROTO_IPCP:
@@ -211,9 +211,10 @@ class PppEndpoint:
         else:
             self.ipv6 = None
         if self.dev is not None:
-            self._configure(self._network_down_async(event, self.dev.name))
+            name = self.dev.name
+            self._configure(lambda: self._network_down_async(event, name))
 
-    def _configure(self, work: Coroutine[Any, Any, None]) -> None:
+    def _configure(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Run interface changes one after another, in the order the link asked for them:
         rtnetlink calls are coroutines, and "up, then address" must not interleave with a
         "down" for the same interface."""
@@ -223,7 +224,8 @@ class PppEndpoint:
             if previous is not None:
                 with contextlib.suppress(BaseException):
                     await previous
-            await work
+            if not self._closed:
+                await work()
         self._config_task = self.loop.create_task(chained())
 
     async def _network_up_async(self, event: NetworkUp) -> None:
