@@ -62,6 +62,7 @@ class PppEndpoint:
         self.dev: tuntap.NetDevice | None = None
         self.ipv4: tuple[IPv4Address, IPv4Address | None] | None = None
         self.ipv6: IPv6Address | None = None
+        self.peer6: IPv4Address | IPv6Address | None = None
         self.dns: tuple[IPv4Address, ...] = ()
         self.rx_no_device = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -102,10 +103,16 @@ class PppEndpoint:
             "lcp": link.lcp.state.name.lower(), "peer_mru": link.peer_mru,
             "ipv4_up": link.ipv4_open, "ipv6_up": link.ipv6_open,
         }
+        policy = link.lcp_policy
+        if policy.auth_of_peer is not None:
+            out["auth"] = policy.auth_of_peer.value  # what we demanded and the peer took
+        if policy.auth_by_peer is not None:
+            out["auth_by_peer"] = policy.auth_by_peer.value
         if self.ipv4 is not None:
             out["local"], out["peer"] = str(self.ipv4[0]), str(self.ipv4[1] or "")
         if self.ipv6 is not None:
             out["local6"] = str(self.ipv6)
+            out["peer6"] = str(self.peer6)
         if self.dns:
             out["dns"] = [str(d) for d in self.dns]
         c = link.counters
@@ -255,6 +262,7 @@ class PppEndpoint:
                     raise ifaddr.InterfaceConfigError("IPV6CP opened without an address")
                 await ifaddr.add_ipv6_link_local(name, event.local)
                 self.ipv6 = self._last_ipv6 = event.local
+                self.peer6 = event.peer
                 log.info("%s: %s IPv6 up, local %s peer %s", self.label, name, event.local,
                          event.peer)
         except (OSError, ifaddr.InterfaceConfigError) as exc:
