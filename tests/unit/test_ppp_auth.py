@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pyl2tp.ppp import authpacket
 from pyl2tp.ppp.auth import (
     AuthCounters,
     Authenticator,
@@ -29,10 +30,12 @@ from pyl2tp.ppp.auth import (
     AuthRequest,
     AuthResult,
     AuthSucceeded,
+    ChapCode,
     Credentials,
+    PapCode,
     VerifyRequest,
 )
-from pyl2tp.ppp.packet import ControlPacket
+from pyl2tp.ppp.packet import ControlPacket, PppParseError
 from pyl2tp.ppp.protocols import PROTO_CHAP, PROTO_LCP, PROTO_PAP, AuthMethod
 
 PAP, MD5, MSV2 = AuthMethod.PAP, AuthMethod.CHAP_MD5, AuthMethod.MSCHAP_V2
@@ -86,8 +89,6 @@ class Pair:
     auth_events: list[AuthEvent] = field(default_factory=list)
     peer_events: list[AuthEvent] = field(default_factory=list)
     pending: list[AuthRequest] = field(default_factory=list)
-    sent_to_peer: int = 0
-    sent_to_auth: int = 0
 
     def backend(self, request: AuthRequest) -> AuthResult:
         secret = self.secrets.get(request.username)
@@ -110,23 +111,29 @@ class Pair:
             peer_events = self.peer.events()
             moved = moved or bool(peer_events)
             self.peer_events.extend(peer_events)
-            for proto, data in self.auth.packets_to_send():
-                moved = True
-                index, self.sent_to_peer = self.sent_to_peer, self.sent_to_peer + 1
-                dropped = self.drop_to_peer(index, data)
-                self.wire.append((self.now, "a>p" + ("x" if dropped else ""), data))
-                if not dropped:
-                    self.peer.receive(proto, data, self.now)
-            for proto, data in self.peer.packets_to_send():
-                moved = True
-                index, self.sent_to_auth = self.sent_to_auth, self.sent_to_auth + 1
-                dropped = self.drop_to_auth(index, data)
-                self.wire.append((self.now, "p>a" + ("x" if dropped else ""), data))
-                if not dropped:
-                    self.auth.receive(proto, data, self.now)
+            moved |= self._carry(self.auth, self.peer, "a>p", self.drop_to_peer)
+            moved |= self._carry(self.peer, self.auth, "p>a", self.drop_to_auth)
             if not moved:
                 return
         raise AssertionError("packet storm")
+
+    def _carry(
+        self,
+        src: Authenticator | AuthPeer,
+        dst: Authenticator | AuthPeer,
+        direction: str,
+        drop: Callable[[int, bytes], bool],
+    ) -> bool:
+        """Move ``src``'s packets to ``dst``, logging each on ``wire`` (``x``: dropped);
+        ``drop`` sees each packet's index in its direction."""
+        packets = src.packets_to_send()
+        for proto, data in packets:
+            index = len(self.sent(direction))
+            dropped = drop(index, data)
+            self.wire.append((self.now, direction + ("x" if dropped else ""), data))
+            if not dropped:
+                dst.receive(proto, data, self.now)
+        return bool(packets)
 
     def start(self) -> None:
         self.auth.start(self.now)
@@ -850,6 +857,36 @@ def test_chap_zero_value_size_is_malformed() -> None:
     auth.start(0.0)
     auth.receive(PROTO_CHAP, pkt(2, 1, b"\x00alice"), 0.0)
     assert auth.counters.discarded_malformed == 1
+
+
+@given(
+    user=st.binary(max_size=255),
+    password=st.binary(max_size=255),
+    value=st.binary(min_size=1, max_size=255),
+    name=st.binary(max_size=255),
+    ident=st.integers(0, 255),
+)
+def test_codec_roundtrips(
+    user: bytes, password: bytes, value: bytes, name: bytes, ident: int
+) -> None:
+    request = ControlPacket.decode(authpacket.pap_request(ident, user, password))
+    assert (request.code, request.identifier) == (PapCode.AUTHENTICATE_REQUEST, ident)
+    assert authpacket.parse_pap_request(request.data) == (user, password)
+    challenge = authpacket.chap_value_name(ChapCode.CHALLENGE, ident, value, name)
+    assert authpacket.parse_chap_value_name(ControlPacket.decode(challenge).data) == (value, name)
+
+
+@given(data=st.binary(max_size=300))
+def test_codec_parsers_raise_only_parse_errors(data: bytes) -> None:
+    for parse in (
+        authpacket.parse_pap_request,
+        authpacket.parse_pap_reply,
+        authpacket.parse_chap_value_name,
+    ):
+        try:
+            parse(data)
+        except PppParseError:
+            pass
 
 
 def test_padding_after_length_is_ignored() -> None:

@@ -9,13 +9,13 @@ actions from what came out (packets, layer signals, restart counter, timer).
 
 from __future__ import annotations
 
-import random
 import struct
 from collections.abc import Sequence
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.support.pppwire import Wire, conf, listen, negotiate, pkt, random_loss, sent
 
 from pyl2tp.ppp.fsm import (
     ACK,
@@ -252,20 +252,6 @@ class ToyPolicy(NegotiationPolicy):
         self.maintenance.append(packet)
 
 
-def pkt(code: int, ident: int, data: bytes = b"") -> bytes:
-    return ControlPacket(code, ident, data).encode()
-
-
-def conf(code: int, ident: int, *options: Option) -> bytes:
-    return ControlPacket.configure(code, ident, options).encode()
-
-
-def sent(fsm: Automaton) -> list[ControlPacket]:
-    out = fsm.packets_to_send()
-    assert all(o.protocol == fsm.protocol for o in out)
-    return [ControlPacket.decode(o.data) for o in out]
-
-
 def codes(packets: Sequence[ControlPacket]) -> list[int]:
     return [p.code for p in packets]
 
@@ -404,61 +390,10 @@ def test_every_cell_behaves_as_rfc1661_says(state: State, event: Event) -> None:
 # Two automata back to back
 
 
-class Link:
-    """Zero-latency wire between two automata, optionally dropping packets at random with a
-    fixed seed, and a virtual clock advanced from deadline to deadline."""
-
-    def __init__(self, a: Automaton, b: Automaton, *, loss: float = 0.0, seed: int = 0) -> None:
-        self.a, self.b = a, b
-        self.loss = loss
-        self.rng = random.Random(seed)
-        self.now = 0.0
-        self.dropped = 0
-        self.trace: list[tuple[str, ControlPacket]] = []
-        self.cut = False
-
-    def pump(self) -> None:
-        for _ in range(10_000):
-            moved = False
-            for name, src, dst in (("a", self.a, self.b), ("b", self.b, self.a)):
-                for out in src.packets_to_send():
-                    moved = True
-                    self.trace.append((name, ControlPacket.decode(out.data)))
-                    if self.cut or (self.loss and self.rng.random() < self.loss):
-                        self.dropped += 1
-                        continue
-                    dst.receive(out.data, self.now)
-            if not moved:
-                return
-        raise AssertionError("packet storm")
-
-    def start(self) -> None:
-        for fsm in (self.a, self.b):
-            fsm.lower_up(self.now)
-            fsm.open(self.now)
-        self.pump()
-
-    def run(self, until: float) -> None:
-        self.pump()
-        while True:
-            deadlines = [d for d in (self.a.next_deadline(), self.b.next_deadline()) if d]
-            if not deadlines or min(deadlines) > until:
-                break
-            self.now = min(deadlines)
-            self.a.handle_timer(self.now)
-            self.b.handle_timer(self.now)
-            self.pump()
-
-    def sent_by(self, name: str, code: int) -> list[ControlPacket]:
-        return [p for n, p in self.trace if n == name and p.code == code]
-
-
-def opened_pair(**kw_b: object) -> tuple[Link, ToyPolicy, ToyPolicy]:
+def opened_pair() -> tuple[Wire, ToyPolicy, ToyPolicy]:
     pa, pb = ToyPolicy(want=100), ToyPolicy(want=100)
-    link = Link(Automaton(pa), Automaton(pb))
-    link.start()
-    link.run(60)
-    assert link.a.is_opened and link.b.is_opened
+    link = negotiate(pa, pb, until=60)
+    assert link.opened()
     return link, pa, pb
 
 
@@ -473,17 +408,15 @@ def test_back_to_back_opened_without_naks() -> None:
 def test_nak_loops_converge_on_each_sides_preferences() -> None:
     pa = ToyPolicy(want=50, accept=range(200, 301), suggest=250)
     pb = ToyPolicy(want=500, accept=range(80, 121), suggest=100)
-    link = Link(Automaton(pa), Automaton(pb))
-    link.start()
-    link.run(60)
-    assert link.a.is_opened and link.b.is_opened
+    link = negotiate(pa, pb, until=60)
+    assert link.opened()
     assert pa.ours == pb.theirs == [Option.u16(SPEED, 100)]
     assert pb.ours == pa.theirs == [Option.u16(SPEED, 250)]
-    assert len(link.sent_by("a", Code.CONFIGURE_NAK)) == 1
-    assert len(link.sent_by("b", Code.CONFIGURE_NAK)) == 1
+    assert len(link.sent("a", Code.CONFIGURE_NAK)) == 1
+    assert len(link.sent("b", Code.CONFIGURE_NAK)) == 1
     assert link.now == 0.0  # no retransmission was needed
     # Every Configure-Request carried a fresh identifier.
-    ids = [p.identifier for p in link.sent_by("a", Code.CONFIGURE_REQUEST)]
+    ids = [p.identifier for p in link.sent("a", Code.CONFIGURE_REQUEST)]
     assert len(ids) == len(set(ids)) == 2
 
 
@@ -491,49 +424,41 @@ def test_nak_loops_converge_on_each_sides_preferences() -> None:
 def test_max_failure_turns_naks_into_rejects(max_failure: int) -> None:
     stubborn = ToyPolicy(want=50, adoptable=[50])  # will not move from 50
     strict = ToyPolicy(want=100, accept=range(80, 121), suggest=100)
-    link = Link(Automaton(stubborn), Automaton(strict, max_failure=max_failure))
-    link.start()
-    link.run(60)
-    naks = link.sent_by("b", Code.CONFIGURE_NAK)
-    rejects = link.sent_by("b", Code.CONFIGURE_REJECT)
+    link = Wire(Automaton(stubborn), Automaton(strict, max_failure=max_failure))
+    link.start(until=60)
+    naks = link.sent("b", Code.CONFIGURE_NAK)
+    rejects = link.sent("b", Code.CONFIGURE_REJECT)
     assert len(naks) == max_failure
     assert [r.options() for r in rejects] == [(Option.u16(SPEED, 50),)]
     # The stubborn side can live without SPEED: it drops it and the link opens.
     assert stubborn.want is None and stubborn.ours == []
-    assert link.a.is_opened and link.b.is_opened
+    assert link.opened()
 
 
 def test_desired_options_are_appended_to_naks_until_max_failure() -> None:
     quiet = ToyPolicy(want=None, adoptable=[])  # never requests SPEED, ignores prompts
     demanding = ToyPolicy(want=100, demand=300)
-    link = Link(Automaton(quiet), Automaton(demanding))
-    link.start()
-    link.run(60)
-    naks = link.sent_by("b", Code.CONFIGURE_NAK)
+    link = negotiate(quiet, demanding, until=60)
+    naks = link.sent("b", Code.CONFIGURE_NAK)
     assert len(naks) == 5
     assert all(n.options() == (Option.u16(SPEED, 300),) for n in naks)
-    assert link.sent_by("b", Code.CONFIGURE_REJECT) == []  # nothing to reject: just stop asking
-    assert link.a.is_opened and link.b.is_opened and demanding.theirs == []
+    assert link.sent("b", Code.CONFIGURE_REJECT) == []  # nothing to reject: just stop asking
+    assert link.opened() and demanding.theirs == []
 
 
 def test_reject_of_an_option_we_can_live_without() -> None:
     wants_flag = ToyPolicy(want=100, flag=True)
     no_flags = ToyPolicy(want=100, accept_flag=False)
-    link = Link(Automaton(wants_flag), Automaton(no_flags))
-    link.start()
-    link.run(60)
-    rejects = link.sent_by("b", Code.CONFIGURE_REJECT)
+    link = negotiate(wants_flag, no_flags, until=60)
+    rejects = link.sent("b", Code.CONFIGURE_REJECT)
     assert [r.options() for r in rejects] == [(Option(FLAG),)]
     assert wants_flag.log[:1] == ["reject"] and not wants_flag.flag
     assert wants_flag.ours == [Option.u16(SPEED, 100)]
-    assert link.a.is_opened and link.b.is_opened
+    assert link.opened()
 
 
 def test_unknown_options_are_rejected_unmodified_and_in_order() -> None:
-    fsm = Automaton(ToyPolicy())
-    fsm.lower_up(0)
-    fsm.open(0)
-    sent(fsm)
+    fsm = listen(ToyPolicy())
     odd = (Option(77, b"x"), Option.u16(SPEED, 120), Option(FLAG, b"\x01"), Option(99))
     fsm.receive(conf(Code.CONFIGURE_REQUEST, 5, *odd), 0)
     [reply] = sent(fsm)
@@ -606,7 +531,7 @@ def test_terminate_handshake_from_either_side(initiator: str) -> None:
     link.now = 10.0
     closer.close(link.now, "admin down")
     link.pump()
-    [treq] = link.sent_by(initiator, Code.TERMINATE_REQUEST)
+    [treq] = link.sent(initiator, Code.TERMINATE_REQUEST)
     assert treq.data == b"admin down"
     [tack] = [p for _, p in link.trace if p.code == Code.TERMINATE_ACK]
     assert tack.identifier == treq.identifier
@@ -631,7 +556,7 @@ def test_close_gives_up_after_max_terminate() -> None:
     link.now = 5.0
     link.a.close(link.now, b"bye")
     link.run(60)
-    requests = link.sent_by("a", Code.TERMINATE_REQUEST)
+    requests = link.sent("a", Code.TERMINATE_REQUEST)
     assert len(requests) == 2 and {r.data for r in requests} == {b"bye"}
     assert len({r.identifier for r in requests}) == 2
     assert link.a.state is State.CLOSED and pa.log == ["tlu", "tld", "tlf"]
@@ -647,7 +572,7 @@ def test_lower_layer_down_and_up_renegotiates() -> None:
     assert link.a.next_deadline() is None
     link.a.lower_up(link.now)
     link.run(120)
-    assert link.a.is_opened and link.b.is_opened
+    assert link.opened()
     assert pa.log == ["tlu", "tld", "tlu"]
     assert pb.log == ["tlu", "tld", "tlu"]  # Configure-Request in Opened: renegotiate
 
@@ -668,20 +593,19 @@ def test_lossy_link_still_opens_both_sides(seed: int) -> None:
     link, pa, pb = lossy_negotiation(seed)
     link.run(600)
     assert link.dropped > 0
-    assert link.a.is_opened and link.b.is_opened, (link.a.state, link.b.state)
+    assert link.opened(), (link.a.state, link.b.state)
     assert_negotiated(link, pa, pb)
 
 
-def lossy_negotiation(seed: int) -> tuple[Link, ToyPolicy, ToyPolicy]:
+def lossy_negotiation(seed: int) -> tuple[Wire, ToyPolicy, ToyPolicy]:
     """Both sides Nak once and one Rejects FLAG, over a link that drops 30% of packets."""
     pa = ToyPolicy(want=50, accept=range(200, 301), suggest=250, flag=True)
     pb = ToyPolicy(want=500, accept=range(80, 121), suggest=100, accept_flag=False)
-    link = Link(Automaton(pa), Automaton(pb), loss=0.3, seed=seed)
-    link.start()
+    link = negotiate(pa, pb, drop=random_loss(0.3, seed), until=None)
     return link, pa, pb
 
 
-def assert_negotiated(link: Link, pa: ToyPolicy, pb: ToyPolicy) -> None:
+def assert_negotiated(link: Wire, pa: ToyPolicy, pb: ToyPolicy) -> None:
     assert pa.ours == pb.theirs == [Option.u16(SPEED, 100)]
     assert pb.ours == pa.theirs == [Option.u16(SPEED, 250)]
     assert link.a.next_deadline() is None and link.b.next_deadline() is None
@@ -698,14 +622,14 @@ def test_lossy_link_recovers_through_the_lower_layer_after_giving_up(seed: int) 
     stopped = [fsm for fsm in (link.a, link.b) if fsm.state is State.STOPPED]
     assert stopped and stopped[0].counters.timeouts == 1
     for _ in range(10):
-        if link.a.is_opened and link.b.is_opened:
+        if link.opened():
             break
         link.now += 1.0
         for fsm in (link.a, link.b):
             fsm.lower_down(link.now)
             fsm.lower_up(link.now)
         link.run(link.now + 600)
-    assert link.a.is_opened and link.b.is_opened
+    assert link.opened()
     assert_negotiated(link, pa, pb)
 
 
@@ -714,8 +638,7 @@ def test_lossy_link_recovers_through_the_lower_layer_after_giving_up(seed: int) 
 
 
 def opened_single(policy: ToyPolicy | None = None) -> Automaton:
-    link = Link(Automaton(policy or ToyPolicy()), Automaton(ToyPolicy()))
-    link.start()
+    link = negotiate(policy or ToyPolicy(), ToyPolicy(), until=None)
     assert link.a.is_opened
     link.a.events()
     return link.a
@@ -812,10 +735,7 @@ def test_protocol_reject() -> None:
 
 
 def test_protocol_reject_outside_opened_is_discarded() -> None:
-    fsm = Automaton(ToyPolicy())
-    fsm.lower_up(0)
-    fsm.open(0)
-    sent(fsm)
+    fsm = listen(ToyPolicy())
     fsm.receive(pkt(Code.PROTOCOL_REJECT, 1, struct.pack(">H", PROTO_LCP)), 0)
     assert fsm.state is State.REQ_SENT and fsm.packets_to_send() == []
     assert fsm.counters.discarded_wrong_state == 1
@@ -833,10 +753,7 @@ def test_send_protocol_reject_only_when_opened() -> None:
 
 
 def test_echo_request_answered_only_in_opened() -> None:
-    fsm = Automaton(policy := ToyPolicy(magic=0xDEADBEEF))
-    fsm.lower_up(0)
-    fsm.open(0)
-    sent(fsm)
+    fsm = listen(policy := ToyPolicy(magic=0xDEADBEEF))
     echo = pkt(Code.ECHO_REQUEST, 9, b"\x01\x02\x03\x04data")
     fsm.receive(echo, 0)
     assert fsm.packets_to_send() == [] and fsm.state is State.REQ_SENT
@@ -1020,8 +937,8 @@ def test_arbitrary_bytes_never_raise(data: bytes, state: State) -> None:
     fsm = forced(state)
     fsm.receive(data, NOW)
     assert _counted(fsm) == 1  # every input is accounted for: parsed or malformed
-    for out in fsm.packets_to_send():
-        ControlPacket.decode(out.data)
+    for packet in fsm.packets_to_send():
+        ControlPacket.decode(packet.data)
 
 
 framed = st.builds(
@@ -1050,8 +967,8 @@ def test_well_framed_garbage_sequences_never_raise(packets: list[bytes], state: 
     assert fsm.state in State
     deadline = fsm.next_deadline()
     assert (deadline is not None) == (fsm.state in RESTART_TIMER_STATES)
-    for out in fsm.packets_to_send():
-        ControlPacket.decode(out.data)
+    for packet in fsm.packets_to_send():
+        ControlPacket.decode(packet.data)
 
 
 # ---------------------------------------------------------------------------------------------

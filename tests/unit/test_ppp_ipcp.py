@@ -13,10 +13,11 @@ from ipaddress import IPv4Address
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.support.pppwire import Wire, answer, conf, listen, negotiate
 
 from pyl2tp.ppp.fsm import Automaton, Judgement, State
 from pyl2tp.ppp.ipcp import MAX_UNUSABLE_NAKS, IpcpConfig, IpcpOption, IpcpPolicy
-from pyl2tp.ppp.packet import Code, ControlPacket, Option
+from pyl2tp.ppp.packet import Code, Option
 
 A = IPv4Address
 ZERO = A("0.0.0.0")
@@ -27,63 +28,9 @@ SERVER = IpcpConfig(local_address=GATEWAY, peer_address=ASSIGNED, dns=(DNS1, DNS
 CLIENT = IpcpConfig(request_dns=True)
 
 
-class Wire:
-    """Zero-latency link between two automata with a virtual clock; closes a side whose
-    policy reports ``failure`` (as the link does)."""
-
-    def __init__(self, a: Automaton, b: Automaton) -> None:
-        self.a, self.b = a, b
-        self.now = 0.0
-        self.trace: list[tuple[str, ControlPacket]] = []
-        self.closed_with: dict[str, str] = {}
-
-    def pump(self) -> None:
-        for _ in range(10_000):
-            moved = False
-            for name, src, dst in (("a", self.a, self.b), ("b", self.b, self.a)):
-                for out in src.packets_to_send():
-                    moved = True
-                    self.trace.append((name, ControlPacket.decode(out.data)))
-                    dst.receive(out.data, self.now)
-                    for side, fsm in (("a", self.a), ("b", self.b)):
-                        failure = getattr(fsm.policy, "failure", None)
-                        if failure and side not in self.closed_with:
-                            self.closed_with[side] = failure
-                            fsm.close(self.now, failure)
-            if not moved:
-                return
-        raise AssertionError("packet storm")
-
-    def start(self) -> None:
-        for fsm in (self.a, self.b):
-            fsm.lower_up(self.now)
-            fsm.open(self.now)
-        self.run(120)
-
-    def run(self, until: float) -> None:
-        self.pump()
-        while True:
-            deadlines = [d for f in (self.a, self.b) if (d := f.next_deadline()) is not None]
-            if not deadlines or min(deadlines) > until:
-                return
-            self.now = min(deadlines)
-            self.a.handle_timer(self.now)
-            self.b.handle_timer(self.now)
-            self.pump()
-
-    def sent(self, name: str, code: int) -> list[ControlPacket]:
-        return [p for n, p in self.trace if n == name and p.code == code]
-
-
 def pair(ca: IpcpConfig, cb: IpcpConfig) -> tuple[Wire, IpcpPolicy, IpcpPolicy]:
     pa, pb = IpcpPolicy(ca), IpcpPolicy(cb)
-    wire = Wire(Automaton(pa), Automaton(pb))
-    wire.start()
-    return wire, pa, pb
-
-
-def opened(wire: Wire) -> bool:
-    return wire.a.is_opened and wire.b.is_opened
+    return negotiate(pa, pb), pa, pb
 
 
 def addr(kind: int, address: IPv4Address) -> Option:
@@ -94,27 +41,8 @@ def ip(address: IPv4Address) -> Option:
     return addr(IpcpOption.IP_ADDRESS, address)
 
 
-def conf(code: int, ident: int, *options: Option) -> bytes:
-    return ControlPacket.configure(code, ident, options).encode()
-
-
-def out(fsm: Automaton) -> list[ControlPacket]:
-    return [ControlPacket.decode(o.data) for o in fsm.packets_to_send()]
-
-
 def listening(config: IpcpConfig) -> Automaton:
-    fsm = Automaton(IpcpPolicy(config))
-    fsm.lower_up(0)
-    fsm.open(0)
-    fsm.packets_to_send()
-    return fsm
-
-
-def answer(fsm: Automaton, *options: Option, ident: int = 77) -> ControlPacket:
-    fsm.receive(conf(Code.CONFIGURE_REQUEST, ident, *options), 0)
-    [reply] = out(fsm)
-    assert reply.identifier == ident
-    return reply
+    return listen(IpcpPolicy(config))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,7 +51,7 @@ def answer(fsm: Automaton, *options: Option, ident: int = 77) -> ControlPacket:
 
 def test_client_converges_to_the_assigned_address_and_dns() -> None:
     wire, server, client = pair(SERVER, CLIENT)
-    assert opened(wire)
+    assert wire.opened()
     assert (client.local_address, client.peer_address, client.dns) == (
         ASSIGNED,
         GATEWAY,
@@ -144,7 +72,7 @@ def test_client_converges_to_the_assigned_address_and_dns() -> None:
 
 def test_server_without_dns_rejects_them_and_client_drops_them() -> None:
     wire, _, client = pair(IpcpConfig(local_address=GATEWAY, peer_address=ASSIGNED), CLIENT)
-    assert opened(wire)
+    assert wire.opened()
     [rej] = wire.sent("a", Code.CONFIGURE_REJECT)
     assert rej.options() == (addr(129, ZERO), addr(131, ZERO))
     assert (client.local_address, client.dns) == (ASSIGNED, ())
@@ -154,7 +82,7 @@ def test_server_without_dns_rejects_them_and_client_drops_them() -> None:
 def test_server_with_one_dns_rejects_the_secondary() -> None:
     config = IpcpConfig(local_address=GATEWAY, peer_address=ASSIGNED, dns=(DNS1,))
     wire, _, client = pair(config, CLIENT)
-    assert opened(wire)
+    assert wire.opened()
     assert client.dns == (DNS1,)
     [rej] = wire.sent("a", Code.CONFIGURE_REJECT)
     assert rej.options() == (addr(131, ZERO),)
@@ -163,7 +91,7 @@ def test_server_with_one_dns_rejects_the_secondary() -> None:
 def test_client_rejects_dns_it_cannot_give() -> None:
     server = IpcpConfig(local_address=GATEWAY, peer_address=ASSIGNED, request_dns=True)
     wire, sp, cp = pair(server, IpcpConfig())
-    assert opened(wire)
+    assert wire.opened()
     [rej] = wire.sent("b", Code.CONFIGURE_REJECT)
     assert rej.options() == (addr(129, ZERO), addr(131, ZERO))
     assert sp.dns == () and cp.local_address == ASSIGNED
@@ -171,7 +99,7 @@ def test_client_rejects_dns_it_cannot_give() -> None:
 
 def test_client_with_fixed_address_wanted_by_the_server() -> None:
     wire, server, client = pair(SERVER, IpcpConfig(local_address=ASSIGNED))
-    assert opened(wire)
+    assert wire.opened()
     assert wire.sent("a", Code.CONFIGURE_NAK) == []
     assert client.local_address == server.peer_address == ASSIGNED
 
@@ -192,7 +120,7 @@ def test_server_without_peer_address_rejects_zero_and_client_fails() -> None:
     rejects = wire.sent("a", Code.CONFIGURE_REJECT)
     assert rejects[0].options() == (ip(ZERO), addr(129, ZERO), addr(131, ZERO))
     assert client.failure == "peer will not assign us an IP address"
-    assert "b" in wire.closed_with and not opened(wire)
+    assert "b" in wire.closed_with and not wire.opened()
 
 
 def test_peer_address_unset_accepts_any_nonzero_but_our_own() -> None:
@@ -282,7 +210,7 @@ def test_renegotiation_through_lower_layer_restart() -> None:
     wire.a.lower_up(wire.now)
     wire.b.lower_up(wire.now)
     wire.run(200)
-    assert opened(wire) and client.local_address == ASSIGNED and client.dns == (DNS1, DNS2)
+    assert wire.opened() and client.local_address == ASSIGNED and client.dns == (DNS1, DNS2)
     assert server.peer_address == ASSIGNED and wire.a.state is State.OPENED
     assert len(wire.sent("b", Code.CONFIGURE_REQUEST)) == 4  # 0.0.0.0 then the Nak'd values
 

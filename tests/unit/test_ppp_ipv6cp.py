@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from ipaddress import IPv6Address
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.support.pppwire import (
+    Rng,
+    Wire,
+    answer,
+    listen,
+    negotiate,
+    scripted_rng,
+    seeded,
+)
 
 from pyl2tp.ppp.fsm import Automaton, Judgement, State
 from pyl2tp.ppp.ipv6cp import (
@@ -22,90 +30,16 @@ from pyl2tp.ppp.packet import Code, ControlPacket, Option
 U_BIT = 1 << 57
 
 
-def seeded(seed: int) -> Callable[[int], bytes]:
-    return random.Random(seed).randbytes
-
-
-def scripted_rng(*values: int, seed: int = 0) -> Callable[[int], bytes]:
-    """``values`` as 8-octet numbers first, then seeded random bytes."""
-    queue = [v.to_bytes(8, "big") for v in values]
-    fallback = random.Random(seed)
-
-    def rng(n: int) -> bytes:
-        return queue.pop(0)[:n] if queue else fallback.randbytes(n)
-
-    return rng
-
-
 def ifid(value: int) -> Option:
     return Option(INTERFACE_IDENTIFIER, value.to_bytes(8, "big"))
 
 
-class Wire:
-    """Two automata back to back, or one wired to itself; closes a side on ``failure``."""
-
-    def __init__(self, a: Automaton, b: Automaton | None = None) -> None:
-        self.a = a
-        self.b = b if b is not None else a
-        self.now = 0.0
-        self.trace: list[tuple[str, ControlPacket]] = []
-        self.closed_with: dict[str, str] = {}
-
-    def sides(self) -> list[tuple[str, Automaton, Automaton]]:
-        if self.a is self.b:
-            return [("a", self.a, self.a)]
-        return [("a", self.a, self.b), ("b", self.b, self.a)]
-
-    def pump(self) -> None:
-        for _ in range(10_000):
-            moved = False
-            for name, src, dst in self.sides():
-                for out in src.packets_to_send():
-                    moved = True
-                    self.trace.append((name, ControlPacket.decode(out.data)))
-                    dst.receive(out.data, self.now)
-                    for side, fsm, _ in self.sides():
-                        failure = getattr(fsm.policy, "failure", None)
-                        if failure and side not in self.closed_with:
-                            self.closed_with[side] = failure
-                            fsm.close(self.now, failure)
-            if not moved:
-                return
-        raise AssertionError("packet storm")
-
-    def start(self) -> None:
-        for _, fsm, _ in self.sides():
-            fsm.lower_up(self.now)
-            fsm.open(self.now)
-        self.pump()
-        while True:
-            deadlines = [d for _, f, _ in self.sides() if (d := f.next_deadline()) is not None]
-            if not deadlines or min(deadlines) > 120:
-                return
-            self.now = min(deadlines)
-            for _, fsm, _ in self.sides():
-                fsm.handle_timer(self.now)
-            self.pump()
-
-    def sent(self, name: str, code: int) -> list[ControlPacket]:
-        return [p for n, p in self.trace if n == name and p.code == code]
-
-
 def pair(
-    ca: Ipv6cpConfig,
-    cb: Ipv6cpConfig,
-    ra: Callable[[int], bytes] | None = None,
-    rb: Callable[[int], bytes] | None = None,
+    ca: Ipv6cpConfig, cb: Ipv6cpConfig, ra: Rng | None = None, rb: Rng | None = None
 ) -> tuple[Wire, Ipv6cpPolicy, Ipv6cpPolicy]:
     pa = Ipv6cpPolicy(ca, rng=ra or seeded(1))
     pb = Ipv6cpPolicy(cb, rng=rb or seeded(2))
-    wire = Wire(Automaton(pa), Automaton(pb))
-    wire.start()
-    return wire, pa, pb
-
-
-def opened(wire: Wire) -> bool:
-    return wire.a.is_opened and wire.b.is_opened
+    return negotiate(pa, pb), pa, pb
 
 
 def agreed(a: Ipv6cpPolicy, b: Ipv6cpPolicy) -> None:
@@ -115,24 +49,13 @@ def agreed(a: Ipv6cpPolicy, b: Ipv6cpPolicy) -> None:
     assert a.failure is b.failure is None
 
 
-def listening(config: Ipv6cpConfig, rng: Callable[[int], bytes]) -> Automaton:
-    fsm = Automaton(Ipv6cpPolicy(config, rng=rng))
-    fsm.lower_up(0)
-    fsm.open(0)
-    fsm.packets_to_send()
-    return fsm
-
-
-def answer(fsm: Automaton, *options: Option, ident: int = 77) -> ControlPacket:
-    fsm.receive(ControlPacket.configure(Code.CONFIGURE_REQUEST, ident, options).encode(), 0)
-    [reply] = [ControlPacket.decode(o.data) for o in fsm.packets_to_send()]
-    assert reply.identifier == ident
-    return reply
+def listening(config: Ipv6cpConfig, rng: Rng) -> Automaton:
+    return listen(Ipv6cpPolicy(config, rng=rng))
 
 
 def test_different_identifiers_are_acked() -> None:
     wire, a, b = pair(Ipv6cpConfig(local_ifid=0x1111), Ipv6cpConfig(local_ifid=0x2222))
-    assert opened(wire)
+    assert wire.opened()
     agreed(a, b)
     assert (a.local_ifid, b.local_ifid) == (0x1111, 0x2222)
     assert wire.sent("a", Code.CONFIGURE_NAK) == wire.sent("b", Code.CONFIGURE_NAK) == []
@@ -141,7 +64,7 @@ def test_different_identifiers_are_acked() -> None:
 
 def test_random_identifiers_have_the_u_bit_clear() -> None:
     wire, a, b = pair(Ipv6cpConfig(), Ipv6cpConfig(), rb=lambda n: b"\xff" * n)
-    assert opened(wire)
+    assert wire.opened()
     agreed(a, b)
     assert b.local_ifid == 0xFFFF_FFFF_FFFF_FFFF & ~U_BIT
     assert a.local_ifid & U_BIT == 0
@@ -149,9 +72,9 @@ def test_random_identifiers_have_the_u_bit_clear() -> None:
 
 def test_equal_identifiers_are_naked_and_diverge() -> None:
     same = Ipv6cpConfig(local_ifid=0x4242)
-    ra, rb = scripted_rng(0xA, seed=1), scripted_rng(0xB, seed=2)
+    ra, rb = scripted_rng(0xA, width=8, seed=1), scripted_rng(0xB, width=8, seed=2)
     wire, a, b = pair(same, same, ra, rb)
-    assert opened(wire)
+    assert wire.opened()
     agreed(a, b)
     # Each suggests its prepared value; each adopts the other's (§4.1: different from the
     # one it last Nak'd, so the link is not looped).
@@ -163,9 +86,9 @@ def test_equal_identifiers_are_naked_and_diverge() -> None:
 
 def test_zero_identifier_gets_a_suggestion() -> None:
     wire, asking, giving = pair(
-        Ipv6cpConfig(local_ifid=0), Ipv6cpConfig(local_ifid=0x77), rb=scripted_rng(0x99)
+        Ipv6cpConfig(local_ifid=0), Ipv6cpConfig(local_ifid=0x77), rb=scripted_rng(0x99, width=8)
     )
-    assert opened(wire)
+    assert wire.opened()
     agreed(asking, giving)
     [nak] = wire.sent("b", Code.CONFIGURE_NAK)
     assert nak.options() == (ifid(0x99),)
@@ -183,7 +106,7 @@ def test_both_zero_is_rejected_and_fails() -> None:
 def test_server_dictates_the_peer_identifier() -> None:
     server = Ipv6cpConfig(local_ifid=1, peer_ifid=0xC0FFEE)
     wire, s, c = pair(server, Ipv6cpConfig())
-    assert opened(wire)
+    assert wire.opened()
     agreed(s, c)
     assert (s.local_ifid, c.local_ifid) == (1, 0xC0FFEE)
     assert c.link_local(c.local_ifid) == IPv6Address("fe80::c0:ffee")
@@ -220,7 +143,7 @@ def test_reject_keeps_a_nonzero_identifier() -> None:
 
 
 def test_judging_rules_one_by_one() -> None:
-    fsm = listening(Ipv6cpConfig(local_ifid=0x10), scripted_rng(0x20))
+    fsm = listening(Ipv6cpConfig(local_ifid=0x10), scripted_rng(0x20, width=8))
     assert answer(fsm, ifid(0x11)).code == Code.CONFIGURE_ACK
     for ident, option in enumerate((ifid(0), ifid(0x10), Option(1, b"\x01\x02"))):
         reply = answer(fsm, option, ident=ident)
@@ -231,7 +154,9 @@ def test_judging_rules_one_by_one() -> None:
 
 
 def test_nak_handling() -> None:
-    policy = Ipv6cpPolicy(Ipv6cpConfig(local_ifid=0x10, peer_ifid=0x30), rng=scripted_rng(0x20))
+    policy = Ipv6cpPolicy(
+        Ipv6cpConfig(local_ifid=0x10, peer_ifid=0x30), rng=scripted_rng(0x20, width=8)
+    )
     policy.apply_nak([ifid(0x44)])
     assert list(policy.request_options()) == [ifid(0x44)]
     for unusable in (ifid(0), ifid(0x30), Option(1, b"\x00")):

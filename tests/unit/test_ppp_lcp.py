@@ -1,20 +1,31 @@
 """LCP option negotiation: LcpPolicy on the RFC 1661 automaton, on a virtual clock.
 
-Two automata are wired back to back (or one to itself, for loopback); after every delivered
-packet the wire checks each policy's ``failure`` and closes that side with it, as the link
-does. Scripted peers (raw packets fed into one automaton) cover what two of our own policies
-would never send.
+Two automata are wired back to back (or one to itself, for loopback) by
+:class:`tests.support.pppwire.Wire`, which closes a side whose policy reports ``failure``, as
+the link does. Scripted peers (raw packets fed into one automaton) cover what two of our own
+policies would never send.
 """
 
 from __future__ import annotations
 
-import random
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tests.support.pppwire import (
+    Rng,
+    Wire,
+    answer,
+    conf,
+    listen,
+    negotiate,
+    random_loss,
+    scripted_rng,
+    seeded,
+    sent,
+)
 
 from pyl2tp.ppp.fsm import Automaton, Judgement, State
 from pyl2tp.ppp.lcp import (
@@ -30,109 +41,12 @@ from pyl2tp.ppp.protocols import AuthMethod
 PAP, CHAP, MSV2 = AuthMethod.PAP, AuthMethod.CHAP_MD5, AuthMethod.MSCHAP_V2
 
 
-def seeded(seed: int) -> Callable[[int], bytes]:
-    return random.Random(seed).randbytes
-
-
-def scripted_rng(*values: int, seed: int = 0) -> Callable[[int], bytes]:
-    """Returns ``values`` as 4-octet numbers first, then seeded random bytes."""
-    queue = [v.to_bytes(4, "big") for v in values]
-    fallback = random.Random(seed)
-
-    def rng(n: int) -> bytes:
-        return queue.pop(0)[:n] if queue else fallback.randbytes(n)
-
-    return rng
-
-
-class Wire:
-    """Zero-latency link between two automata (or one and itself), with optional drops and
-    a virtual clock; closes a side whose policy reports ``failure``."""
-
-    def __init__(
-        self,
-        a: Automaton,
-        b: Automaton | None = None,
-        *,
-        drop: Callable[[int], bool] = lambda _: False,
-    ) -> None:
-        self.a = a
-        self.b = b if b is not None else a
-        self.drop = drop  # called with the running packet number; True drops it
-        self.now = 0.0
-        self.count = 0
-        self.trace: list[tuple[str, ControlPacket]] = []
-        self.closed_with: dict[str, str] = {}
-
-    def sides(self) -> list[tuple[str, Automaton, Automaton]]:
-        if self.a is self.b:
-            return [("a", self.a, self.a)]
-        return [("a", self.a, self.b), ("b", self.b, self.a)]
-
-    def check_failures(self) -> None:
-        for name, fsm, _ in self.sides():
-            failure = getattr(fsm.policy, "failure", None)
-            if failure and name not in self.closed_with:
-                self.closed_with[name] = failure
-                fsm.close(self.now, failure)
-
-    def pump(self) -> None:
-        for _ in range(10_000):
-            moved = False
-            for name, src, dst in self.sides():
-                for out in src.packets_to_send():
-                    moved = True
-                    self.count += 1
-                    self.trace.append((name, ControlPacket.decode(out.data)))
-                    if not self.drop(self.count):
-                        dst.receive(out.data, self.now)
-                        self.check_failures()
-            if not moved:
-                return
-        raise AssertionError("packet storm")
-
-    def start(self) -> None:
-        for _, fsm, _ in self.sides():
-            fsm.lower_up(self.now)
-            fsm.open(self.now)
-        self.pump()
-        self.run(120)
-
-    def run(self, until: float) -> None:
-        self.pump()
-        while True:
-            deadlines = [d for _, f, _ in self.sides() if (d := f.next_deadline()) is not None]
-            if not deadlines or min(deadlines) > until:
-                return
-            self.now = min(deadlines)
-            for _, fsm, _ in self.sides():
-                fsm.handle_timer(self.now)
-            self.pump()
-
-    def sent(self, name: str, code: int) -> list[ControlPacket]:
-        return [p for n, p in self.trace if n == name and p.code == code]
-
-
 def pair(
     ca: LcpConfig, cb: LcpConfig, *, seed: int = 1, **automaton: int
 ) -> tuple[Wire, LcpPolicy, LcpPolicy]:
     pa = LcpPolicy(ca, rng=seeded(seed))
     pb = LcpPolicy(cb, rng=seeded(seed + 1000))
-    wire = Wire(Automaton(pa, **automaton), Automaton(pb, **automaton))
-    wire.start()
-    return wire, pa, pb
-
-
-def opened(wire: Wire) -> bool:
-    return wire.a.is_opened and wire.b.is_opened
-
-
-def conf(code: int, ident: int, *options: Option) -> bytes:
-    return ControlPacket.configure(code, ident, options).encode()
-
-
-def out(fsm: Automaton) -> list[ControlPacket]:
-    return [ControlPacket.decode(o.data) for o in fsm.packets_to_send()]
+    return negotiate(pa, pb, **automaton), pa, pb
 
 
 def auth_opt(method: AuthMethod) -> Option:
@@ -143,22 +57,9 @@ def magic_opt(value: int) -> Option:
     return Option.u32(LcpOption.MAGIC_NUMBER, value)
 
 
-def listening(
-    config: LcpConfig | None = None, *, rng: Callable[[int], bytes] | None = None
-) -> Automaton:
-    """An automaton in Req-Sent whose own request has been taken off the wire."""
-    fsm = Automaton(LcpPolicy(config or LcpConfig(), rng=rng or seeded(0)))
-    fsm.lower_up(0)
-    fsm.open(0)
-    fsm.packets_to_send()
-    return fsm
-
-
-def answer(fsm: Automaton, *options: Option, ident: int = 77) -> ControlPacket:
-    fsm.receive(conf(Code.CONFIGURE_REQUEST, ident, *options), 0)
-    [reply] = out(fsm)
-    assert reply.identifier == ident
-    return reply
+def listening(config: LcpConfig | None = None, *, rng: Rng | None = None) -> Automaton:
+    """An LCP automaton in Req-Sent whose own request has been taken off the wire."""
+    return listen(LcpPolicy(config or LcpConfig(), rng=rng or seeded(0)))
 
 
 SERVER = LcpConfig(auth=(CHAP,), mru=1400)
@@ -171,7 +72,7 @@ CLIENT = LcpConfig(peer_auth=(CHAP, PAP))
 
 def test_server_and_client_open_with_chap_and_mrus() -> None:
     wire, server, client = pair(SERVER, CLIENT)
-    assert opened(wire)
+    assert wire.opened()
     assert (server.auth_of_peer, server.auth_by_peer) == (CHAP, None)
     assert (client.auth_of_peer, client.auth_by_peer) == (None, CHAP)
     assert (server.our_mru, server.peer_mru) == (1400, DEFAULT_MRU)
@@ -193,7 +94,7 @@ def test_server_and_client_open_with_chap_and_mrus() -> None:
 
 def test_nak_naming_another_of_our_methods_switches_to_it() -> None:
     wire, server, client = pair(LcpConfig(auth=(MSV2, CHAP, PAP)), LcpConfig(peer_auth=(PAP,)))
-    assert opened(wire)
+    assert wire.opened()
     [nak] = wire.sent("b", Code.CONFIGURE_NAK)
     assert nak.options() == (auth_opt(PAP),)
     assert server.auth_of_peer is client.auth_by_peer is PAP
@@ -211,7 +112,7 @@ def test_nak_naming_a_foreign_method_moves_down_our_list_then_fails() -> None:
     assert wire.closed_with == {"a": "peer refused all of: mschap-v2, pap"}
     [treq] = wire.sent("a", Code.TERMINATE_REQUEST)
     assert treq.data == b"peer refused all of: mschap-v2, pap"
-    assert server.auth_of_peer is None and not opened(wire)
+    assert server.auth_of_peer is None and not wire.opened()
 
 
 def test_peer_without_credentials_rejects_auth_and_we_fail() -> None:
@@ -228,20 +129,20 @@ def test_peer_without_credentials_rejects_auth_and_we_fail() -> None:
 
 def test_no_auth_anywhere_opens() -> None:
     wire, a, b = pair(LcpConfig(), LcpConfig())
-    assert opened(wire)
+    assert wire.opened()
     assert a.auth_of_peer is a.auth_by_peer is b.auth_of_peer is b.auth_by_peer is None
 
 
 def test_mutual_authentication() -> None:
     both = LcpConfig(auth=(PAP,), peer_auth=(PAP,))
     wire, a, b = pair(both, both)
-    assert opened(wire)
+    assert wire.opened()
     assert a.auth_of_peer is a.auth_by_peer is b.auth_of_peer is b.auth_by_peer is PAP
 
 
 def test_peer_mru_below_minimum_is_naked_and_adopted() -> None:
     wire, small, strict = pair(LcpConfig(mru=500), LcpConfig(min_mru=576))
-    assert opened(wire)
+    assert wire.opened()
     [nak] = wire.sent("b", Code.CONFIGURE_NAK)
     assert nak.options() == (Option.u16(LcpOption.MRU, 576),)
     assert small.our_mru == strict.peer_mru == 576
@@ -249,7 +150,7 @@ def test_peer_mru_below_minimum_is_naked_and_adopted() -> None:
 
 def test_large_mru_is_acked() -> None:
     wire, big, other = pair(LcpConfig(mru=9000), LcpConfig())
-    assert opened(wire) and big.our_mru == other.peer_mru == 9000
+    assert wire.opened() and big.our_mru == other.peer_mru == 9000
 
 
 def test_stubborn_small_mru_is_naked_max_failure_times_then_rejected() -> None:
@@ -323,9 +224,8 @@ def test_magic_collision_between_two_peers_diverges() -> None:
     same = 0x11111111
     pa = LcpPolicy(LcpConfig(), rng=scripted_rng(same, 0x22222222, seed=1))
     pb = LcpPolicy(LcpConfig(), rng=scripted_rng(same, 0x33333333, seed=2))
-    wire = Wire(Automaton(pa), Automaton(pb))
-    wire.start()
-    assert opened(wire)
+    wire = negotiate(pa, pb)
+    assert wire.opened()
     assert wire.sent("a", Code.CONFIGURE_NAK)[0].options() == (magic_opt(0x22222222),)
     assert wire.sent("b", Code.CONFIGURE_NAK)[0].options() == (magic_opt(0x33333333),)
     assert pa.loopbacks == pb.loopbacks == 0 and pa.failure is pb.failure is None
@@ -362,9 +262,9 @@ def test_magic_rejected_counts_as_acked_without_magic() -> None:
     policy = fsm.policy
     assert isinstance(policy, LcpPolicy)
     fsm.handle_timer(3.0)
-    [req] = out(fsm)
+    [req] = sent(fsm)
     fsm.receive(conf(Code.CONFIGURE_REJECT, req.identifier, *req.options()), 3.0)
-    [req2] = out(fsm)
+    [req2] = sent(fsm)
     assert req2.options() == ()
     fsm.receive(ControlPacket(Code.CONFIGURE_ACK, req2.identifier).encode(), 3.0)
     answer(fsm, magic_opt(0x01020304))
@@ -503,7 +403,7 @@ def test_protocol_reject_and_extension_codes() -> None:
     remaining = b"\0\0\0\0" + struct.pack(">I", 3600) + b"bye"
     wire.a.receive(ControlPacket(Code.TIME_REMAINING, 11, remaining).encode(), 1.0)
     wire.a.receive(ControlPacket(Code.IDENTIFICATION, 12, b"\0").encode(), 1.0)  # too short
-    assert out(wire.a) == []  # nothing Code-Rejected
+    assert sent(wire.a) == []  # nothing Code-Rejected
     assert a.extensions_received == {12: 2, 13: 1}
     assert (a.last_identification, a.time_remaining) == (b"hello", 3600)
     assert wire.a.is_opened
@@ -537,12 +437,10 @@ def test_renegotiation_from_opened_recomputes_peer_results() -> None:
 
 
 def test_lossy_link_still_opens() -> None:
-    lossy = random.Random(7)
     pa = LcpPolicy(LcpConfig(auth=(MSV2, CHAP)), rng=seeded(1))
     pb = LcpPolicy(LcpConfig(peer_auth=(CHAP,), mru=1400), rng=seeded(2))
-    wire = Wire(Automaton(pa), Automaton(pb), drop=lambda _: lossy.random() < 0.25)
-    wire.start()
-    assert opened(wire)
+    wire = negotiate(pa, pb, drop=random_loss(0.25, 7))
+    assert wire.opened()
     assert pa.auth_of_peer is pb.auth_by_peer is CHAP
     assert pa.peer_mru == 1400
 

@@ -15,19 +15,13 @@ packets (``packets_to_send()``), events (``events()``) and the next deadline
 (``next_deadline()``) come out. Every byte received is hostile: nothing in ``receive`` raises;
 what cannot be used is counted in :class:`AuthCounters` and logged at debug level.
 
-Wire formats (Code, Identifier, Length, Data as in LCP):
-
-* PAP: Authenticate-Request ``PeerIDLen PeerID PasswdLen Password``; Authenticate-Ack/Nak
-  ``MsgLen Message`` (RFC 1334 §2.2).
-* CHAP: Challenge/Response ``ValueSize Value Name``; Success/Failure ``Message``
-  (RFC 1994 §4). MS-CHAPv2 sub-formats the Response value (49 octets) and the Success and
-  Failure messages (RFC 2759 §4-§6).
+The bytes themselves (PAP and CHAP packets, MS-CHAPv2 values and messages) are built and
+parsed in :mod:`pyl2tp.ppp.authpacket`.
 """
 
 from __future__ import annotations
 
 import enum
-import hashlib
 import hmac
 import logging
 import os
@@ -36,6 +30,31 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from . import mschap
+from .authpacket import (
+    CHALLENGE_LEN,
+    MAX_MESSAGE_LEN,
+    MAX_NAME_LEN,
+    MAX_PASSWORD_LEN,
+    MD5_RESPONSE_LEN,
+    MSCHAPV2_RESPONSE_LEN,
+    ChapCode,
+    PapCode,
+    chap_status,
+    chap_value_name,
+    md5_response,
+    message_from_wire,
+    mschapv2_failure_text,
+    mschapv2_response_value,
+    name_from_wire,
+    pap_reply,
+    pap_request,
+    parse_chap_value_name,
+    parse_pap_reply,
+    parse_pap_request,
+    response_well_formed,
+    split_mschapv2_response,
+    to_wire,
+)
 from .packet import ControlPacket, PppParseError
 from .protocols import AuthMethod
 
@@ -62,143 +81,13 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-MAX_NAME_LEN = 255
-"""Octets of a user name or authenticator name we send or accept. PAP's Peer-ID has a
-one-octet length; the same bound for CHAP names keeps a hostile 64 KiB Name out of logs and
-backends (pppd's MAXNAMELEN is 256 including the terminator)."""
-MAX_PASSWORD_LEN = 255
-"""PAP's Passwd-Length is one octet (RFC 1334 §2.2.1)."""
-MAX_MESSAGE_LEN = 255
-"""Octets of a Success/Failure/Ack/Nak message we send; received messages are cut to this
-many characters before they reach events and logs."""
 MAX_MSCHAP_PASSWORD_CHARS = 256
 """RFC 2759 §4: a password of 0 to 256 Unicode characters."""
-CHALLENGE_LEN = 16
-"""Octets of challenge value we send, for CHAP-MD5 and (as the RFC requires) MS-CHAPv2."""
-MD5_RESPONSE_LEN = 16
-MSCHAPV2_RESPONSE_LEN = 49
-"""Peer-Challenge 16, reserved 8, NT-Response 24, Flags 1 (RFC 2759 §4)."""
 DEFAULT_SUCCESS_MESSAGE = "Authentication succeeded"
 DEFAULT_FAILURE_MESSAGE = "Authentication failed"
-MSCHAP_ERROR_AUTHENTICATION_FAILURE = 691
-"""ERROR_AUTHENTICATION_FAILURE, the E= code of a plain wrong password (RFC 2759 §6)."""
 _MAX_QUEUE = 64
 """Bound on undrained packets and events; a driver drains after every call, so reaching it
 means the driver is broken, and dropping (counted) beats growing without limit."""
-
-
-class PapCode(enum.IntEnum):
-    """PAP packet codes (RFC 1334 §2.2)."""
-
-    AUTHENTICATE_REQUEST = 1
-    AUTHENTICATE_ACK = 2
-    AUTHENTICATE_NAK = 3
-
-
-class ChapCode(enum.IntEnum):
-    """CHAP packet codes (RFC 1994 §4); MS-CHAPv2 uses the same four."""
-
-    CHALLENGE = 1
-    RESPONSE = 2
-    SUCCESS = 3
-    FAILURE = 4
-
-
-# ---------------------------------------------------------------------------------------------
-# Text on the wire
-
-
-def _wire(text: str) -> bytes:
-    """Names and passwords as octets. ``surrogateescape`` makes a name received as invalid
-    UTF-8 go back out as exactly the octets that came in, so hashes cover what was sent."""
-    return text.encode("utf-8", "surrogateescape")
-
-
-def _name_from_wire(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogateescape")
-
-
-def _message_from_wire(raw: bytes) -> str:
-    """Human-readable text from the peer, safe to log: undecodable octets replaced, control
-    characters escaped, cut to :data:`MAX_MESSAGE_LEN` characters."""
-    text = raw.decode("utf-8", "replace")[:MAX_MESSAGE_LEN]
-    return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in text)
-
-
-def _message_to_wire(text: str) -> bytes:
-    """Our message text, cut to :data:`MAX_MESSAGE_LEN` octets on a character boundary."""
-    raw = text.encode("utf-8", "replace")
-    if len(raw) <= MAX_MESSAGE_LEN:
-        return raw
-    return raw[:MAX_MESSAGE_LEN].decode("utf-8", "ignore").encode("utf-8")
-
-
-# ---------------------------------------------------------------------------------------------
-# Codec (raises only PppParseError on received bytes)
-
-
-def _packet(code: int, ident: int, data: bytes) -> bytes:
-    return ControlPacket(code, ident & 0xFF, data).encode()
-
-
-def _counted(data: bytes, what: str) -> tuple[bytes, bytes]:
-    """Split ``LEN(1) FIELD rest`` into (FIELD, rest)."""
-    if not data:
-        raise PppParseError(f"{what} length missing")
-    size = data[0]
-    if 1 + size > len(data):
-        raise PppParseError(f"{what} length {size} runs past the packet end")
-    return data[1 : 1 + size], data[1 + size :]
-
-
-def _pap_request(ident: int, user: bytes, password: bytes) -> bytes:
-    return _packet(
-        PapCode.AUTHENTICATE_REQUEST,
-        ident,
-        bytes((len(user),)) + user + bytes((len(password),)) + password,
-    )
-
-
-def _parse_pap_request(data: bytes) -> tuple[bytes, bytes]:
-    user, rest = _counted(data, "Peer-ID")
-    password, _extra = _counted(rest, "Password")
-    return user, password
-
-
-def _pap_reply(code: PapCode, ident: int, message: str) -> bytes:
-    raw = _message_to_wire(message)
-    return _packet(code, ident, bytes((len(raw),)) + raw)
-
-
-def _parse_pap_reply(data: bytes) -> str:
-    # An empty Data field (no Msg-Length at all) is common enough to accept as "no message",
-    # as pppd does; a Msg-Length running past the end is a corrupt packet.
-    if not data:
-        return ""
-    message, _extra = _counted(data, "Msg")
-    return _message_from_wire(message)
-
-
-def _chap_value_name(code: ChapCode, ident: int, value: bytes, name: bytes) -> bytes:
-    return _packet(code, ident, bytes((len(value),)) + value + name)
-
-
-def _parse_chap_value_name(data: bytes) -> tuple[bytes, bytes]:
-    value, name = _counted(data, "Value")
-    if not value:
-        raise PppParseError("Value-Size is 0")  # "one or more octets" (RFC 1994 §4.1)
-    if len(name) > MAX_NAME_LEN:
-        raise PppParseError(f"Name of {len(name)} octets is longer than {MAX_NAME_LEN}")
-    return value, name
-
-
-def _chap_status(code: ChapCode, ident: int, message: str) -> bytes:
-    return _packet(code, ident, _message_to_wire(message))
-
-
-def _md5_response(ident: int, secret: bytes, challenge: bytes) -> bytes:
-    """RFC 1994 §4.1: MD5 over Identifier ‖ secret ‖ Challenge Value."""
-    return hashlib.md5(bytes((ident & 0xFF,)) + secret + challenge).digest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -255,14 +144,14 @@ class AuthRequest:
         """
         if not secret:
             return self.failure()
-        secret_octets = _wire(secret)
+        secret_octets = to_wire(secret)
         if self.method is AuthMethod.PAP:
-            given = _wire(self.password) if self.password is not None else None
+            given = to_wire(self.password) if self.password is not None else None
             if given is not None and hmac.compare_digest(given, secret_octets):
                 return AuthResult(True, DEFAULT_SUCCESS_MESSAGE)
             return self.failure()
         if self.method is AuthMethod.CHAP_MD5:
-            expected = _md5_response(self.identifier, secret_octets, self.challenge)
+            expected = md5_response(self.identifier, secret_octets, self.challenge)
             if len(self.response) == MD5_RESPONSE_LEN and hmac.compare_digest(
                 expected, self.response
             ):
@@ -271,13 +160,13 @@ class AuthRequest:
         return self._verify_mschapv2(secret)
 
     def _verify_mschapv2(self, secret: str) -> AuthResult:
-        parsed = _split_mschapv2_response(self.response)
+        parsed = split_mschapv2_response(self.response)
         if parsed is None or len(self.challenge) != mschap.CHALLENGE_LEN:
             return self.failure()
         if len(secret) > MAX_MSCHAP_PASSWORD_CHARS:
             return self.failure()
         peer_challenge, nt_response = parsed
-        user = _wire(mschap.strip_domain(self.username))
+        user = _mschap_user(self.username)
         expected = mschap.generate_nt_response(self.challenge, peer_challenge, user, secret)
         if not hmac.compare_digest(expected, nt_response):
             return self.failure()
@@ -290,28 +179,8 @@ class AuthRequest:
         """A negative result in this method's format: MS-CHAPv2 needs the ``E= R= C= V=``
         fields (RFC 2759 §6; retry is not offered, so R=0), the others take plain text."""
         if self.method is AuthMethod.MSCHAP_V2:
-            return AuthResult(False, _mschap_failure_text(self.challenge, message))
+            return AuthResult(False, mschapv2_failure_text(self.challenge, message))
         return AuthResult(False, message)
-
-
-def _mschap_failure_text(challenge: bytes, message: str) -> str:
-    # C= "MUST be exactly 32 octets long and MUST be present" even when no retry is allowed.
-    hex_challenge = challenge[: mschap.CHALLENGE_LEN].ljust(mschap.CHALLENGE_LEN, b"\0")
-    return (
-        f"E={MSCHAP_ERROR_AUTHENTICATION_FAILURE} R=0 C={hex_challenge.hex().upper()} V=3 "
-        f"M={message}"
-    )
-
-
-def _split_mschapv2_response(value: bytes) -> tuple[bytes, bytes] | None:
-    """(Peer-Challenge, NT-Response) of a 49-octet MS-CHAPv2 Response value, or None if the
-    value is malformed (wrong size, non-zero reserved octets or flags: RFC 2759 §4 "MUST be
-    zero")."""
-    if len(value) != MSCHAPV2_RESPONSE_LEN:
-        return None
-    if any(value[16:24]) or value[48]:
-        return None
-    return value[:16], value[24:48]
 
 
 class AuthBackend(Protocol):
@@ -394,15 +263,37 @@ class _Phase(enum.Enum):
 
 
 class _Endpoint:
-    """What both roles share: output queues, counters and the receive entry point."""
+    """What both roles share: retransmission parameters, identifiers, the current CHAP
+    challenge, output queues, counters, the receive entry point and the failed outcome."""
 
-    def __init__(self, method: AuthMethod) -> None:
+    def __init__(
+        self,
+        method: AuthMethod,
+        restart_interval: float,
+        max_transmits: int,
+        timeout: float,
+        rng: Callable[[int], bytes],
+    ) -> None:
+        if restart_interval <= 0 or timeout <= 0:
+            raise ValueError("restart_interval and timeout must be positive")
+        if max_transmits < 1:
+            raise ValueError("max_transmits must be at least 1")
         self.method = method
         self.protocol = method.protocol
+        self.restart_interval = restart_interval
+        self.max_transmits = max_transmits
+        self.timeout = timeout
         self.counters = AuthCounters()
+        self._rng = rng
         self._phase = _Phase.IDLE
         self._outbox: list[tuple[int, bytes]] = []
         self._events: list[AuthEvent] = []
+        self._next_id = 0
+        self._transmits = 0
+        self._retransmit_at: float | None = None
+        self._give_up_at: float | None = None
+        self._chal_id: int | None = None  # CHAP: the current Challenge's identifier
+        self._chal_value = b""  # and its value
 
     @property
     def phase(self) -> str:
@@ -447,6 +338,19 @@ class _Endpoint:
     def _handle(self, packet: ControlPacket, now: float) -> None:
         raise NotImplementedError
 
+    def _reset(self) -> None:
+        """Back to idle: timers, the exchange and undrained output forgotten."""
+        self._phase = _Phase.IDLE
+        self._cancel_timers()
+        self._transmits = 0
+        self._chal_id = None
+        self._chal_value = b""
+        self._outbox.clear()
+        self._events.clear()
+
+    def _cancel_timers(self) -> None:
+        self._retransmit_at = self._give_up_at = None
+
     def _send(self, packet: bytes) -> None:
         if len(self._outbox) >= _MAX_QUEUE:
             self.counters.queue_overflows += 1
@@ -461,6 +365,13 @@ class _Endpoint:
             return
         self._events.append(event)
 
+    def _failed(self, reason: str) -> None:
+        """The outcome is failure: no more timers, and the link is told to close."""
+        self._phase = _Phase.FAILED
+        self._cancel_timers()
+        _log.debug("%s: %s", self._label, reason)
+        self._emit(AuthFailed(reason))
+
     def _unexpected(self, packet: ControlPacket) -> None:
         self.counters.discarded_unexpected += 1
         _log.debug("%s: unexpected code %d dropped", self._label, packet.code)
@@ -469,6 +380,11 @@ class _Endpoint:
 def _min_deadline(*deadlines: float | None) -> float | None:
     present = [d for d in deadlines if d is not None]
     return min(present) if present else None
+
+
+def _mschap_user(username: str) -> bytes:
+    """The user name as MS-CHAPv2 hashes it: without a domain, as octets (RFC 2759 §4)."""
+    return to_wire(mschap.strip_domain(username))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -502,33 +418,19 @@ class Authenticator(_Endpoint):
         timeout: float = 30.0,
         rechallenge_interval: float = 0.0,
     ) -> None:
-        super().__init__(method)
-        if restart_interval <= 0 or timeout <= 0:
-            raise ValueError("restart_interval and timeout must be positive")
-        if max_transmits < 1:
-            raise ValueError("max_transmits must be at least 1")
+        super().__init__(method, restart_interval, max_transmits, timeout, rng)
         if rechallenge_interval < 0:
             raise ValueError("rechallenge_interval must not be negative")
         self.name = name
-        self._name_octets = _wire(name)
+        self._name_octets = to_wire(name)
         if len(self._name_octets) > MAX_NAME_LEN:
             raise ValueError(f"authenticator name longer than {MAX_NAME_LEN} octets")
-        self._rng = rng
-        self.restart_interval = restart_interval
-        self.max_transmits = max_transmits
-        self.timeout = timeout
         self.rechallenge_interval = rechallenge_interval
-        self._next_id = 0
-        self._chal_id: int | None = None
-        self._chal_value = b""
-        self._transmits = 0
-        self._retransmit_at: float | None = None
-        self._give_up_at: float | None = None
         self._rechallenge_at: float | None = None
         self._pending: AuthRequest | None = None
-        self._decided_code = 0  # PAP: the reply code repeated to duplicates (0: none)
-        self._decided_message = ""
-        self._reply = b""  # CHAP: the Success/Failure for _chal_id, resent on duplicates
+        # The outcome sent for the current Request (PAP) or Challenge (CHAP): (ok, message),
+        # repeated to duplicates; None while undecided or after a failure by timeout.
+        self._decision: tuple[bool, str] | None = None
         self._user: str | None = None
         self._result: AuthResult | None = None
 
@@ -553,24 +455,16 @@ class Authenticator(_Endpoint):
             # An unpredictable first identifier, so a Response replayed from an earlier
             # session of this link is unlikely to carry the current one.
             self._next_id = self._rng(1)[0]
-            self._transmits = 0
             self._send_challenge(now)
 
     def stop(self) -> None:
         """LCP left Opened: cancel timers and forget everything, queued output included
         (packets for a dead link, events the driver has already acted upon by stopping)."""
-        self._phase = _Phase.IDLE
-        self._chal_id = None
-        self._chal_value = b""
-        self._retransmit_at = self._give_up_at = self._rechallenge_at = None
+        self._reset()
         self._pending = None
-        self._reply = b""
-        self._decided_code = 0
-        self._decided_message = ""
+        self._decision = None
         self._user = None
         self._result = None
-        self._outbox.clear()
-        self._events.clear()
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` must be called next, or None when no timer runs."""
@@ -646,72 +540,44 @@ class Authenticator(_Endpoint):
     def _handle(self, packet: ControlPacket, now: float) -> None:
         if self.method is AuthMethod.PAP:
             if packet.code == PapCode.AUTHENTICATE_REQUEST:
-                self._pap_request(packet)
+                self._on_pap_request(packet)
             else:
                 self._unexpected(packet)
         elif packet.code == ChapCode.RESPONSE:
-            self._chap_response(packet)
+            self._on_chap_response(packet)
         else:
             self._unexpected(packet)
 
-    def _pap_request(self, packet: ControlPacket) -> None:
-        user, password = _parse_pap_request(packet.data)
-        phase = self._phase
-        if phase is _Phase.VERIFYING:
-            self.counters.discarded_busy += 1
-            return
-        if phase in (_Phase.SUCCEEDED, _Phase.FAILED):
-            if not self._decided_code:  # failed by timeout: no reply was ever given
-                self.counters.discarded_wrong_state += 1
-                return
-            # The Ack/Nak may have been lost; every later Request gets the same reply code
-            # (RFC 1334 §2.2.1), whatever it contains, and changes nothing.
-            self.counters.duplicates += 1
-            code = PapCode(self._decided_code)
-            self._send(_pap_reply(code, packet.identifier, self._decided_message))
+    def _on_pap_request(self, packet: ControlPacket) -> None:
+        user, password = parse_pap_request(packet.data)
+        if self._busy_or_decided(packet.identifier):
             return
         self._verify(
             AuthRequest(
                 AuthMethod.PAP,
-                _name_from_wire(user),
-                password=_name_from_wire(password),
+                name_from_wire(user),
+                password=name_from_wire(password),
                 identifier=packet.identifier,
             )
         )
 
-    def _chap_response(self, packet: ControlPacket) -> None:
-        value, name = _parse_chap_value_name(packet.data)
+    def _on_chap_response(self, packet: ControlPacket) -> None:
+        value, name = parse_chap_value_name(packet.data)
         if self._chal_id is None or packet.identifier != self._chal_id:
             # A late answer to an earlier Challenge: the peer will answer the current one.
             self.counters.discarded_bad_id += 1
             _log.debug("%s: Response id %d is not current", self._label, packet.identifier)
             return
-        phase = self._phase
-        if phase is _Phase.VERIFYING:
-            self.counters.discarded_busy += 1
-            return
-        if phase in (_Phase.SUCCEEDED, _Phase.FAILED):
-            if not self._reply:  # failed by timeout: no reply was ever given
-                self.counters.discarded_wrong_state += 1
-                return
-            # RFC 1994 §4.1: Responses with the current identifier get the same reply code.
-            self.counters.duplicates += 1
-            self._send(self._reply)
+        if self._busy_or_decided(packet.identifier):
             return
         request = AuthRequest(
             self.method,
-            _name_from_wire(name),
+            name_from_wire(name),
             identifier=packet.identifier,
             challenge=self._chal_value,
             response=value,
         )
-        expected = MD5_RESPONSE_LEN if self.method is AuthMethod.CHAP_MD5 else None
-        well_formed = (
-            len(value) == expected
-            if expected is not None
-            else _split_mschapv2_response(value) is not None
-        )
-        if not well_formed:
+        if not response_well_formed(self.method, value):
             # Cannot equal the expected value (RFC 1994 §4.2: then send Failure); no need to
             # bother the backend with it.
             self.counters.invalid_responses += 1
@@ -719,6 +585,24 @@ class Authenticator(_Endpoint):
             self._fail(request, request.failure())
             return
         self._verify(request)
+
+    def _busy_or_decided(self, ident: int) -> bool:
+        """Deal with an answer that is not for the backend, returning True: one arriving
+        while the backend judges the previous answer (ignored), or after the outcome, which
+        gets the same reply code again whatever it contains, since the first reply may have
+        been lost (RFC 1334 §2.2.1, RFC 1994 §4.1)."""
+        phase = self._phase
+        if phase is _Phase.VERIFYING:
+            self.counters.discarded_busy += 1
+            return True
+        if phase not in (_Phase.SUCCEEDED, _Phase.FAILED):
+            return False
+        if self._decision is None:  # failed by timeout: no reply was ever given
+            self.counters.discarded_wrong_state += 1
+        else:
+            self.counters.duplicates += 1
+            self._send_decision(ident)
+        return True
 
     def _verify(self, request: AuthRequest) -> None:
         self._phase = _Phase.VERIFYING
@@ -735,54 +619,52 @@ class Authenticator(_Endpoint):
         self._user = request.username
         if first:
             self._result = result
-        if self.method is AuthMethod.PAP:
-            message = result.message or DEFAULT_SUCCESS_MESSAGE
-            self._decided_code, self._decided_message = PapCode.AUTHENTICATE_ACK, message
-            self._send(_pap_reply(PapCode.AUTHENTICATE_ACK, request.identifier, message))
-        else:
-            message = result.message or DEFAULT_SUCCESS_MESSAGE
-            if self.method is AuthMethod.MSCHAP_V2 and not message.startswith("S="):
-                # The peer MUST reject a Success without the authenticator response
-                # (RFC 2759 §5); only the backend, which knows the password, can make it.
-                _log.warning("%s: backend accepted without an S= response", self._label)
-            self._reply = _chap_status(ChapCode.SUCCESS, request.identifier, message)
-            self._send(self._reply)
-            if self.rechallenge_interval > 0:
-                self._rechallenge_at = now + self.rechallenge_interval
+        message = result.message or DEFAULT_SUCCESS_MESSAGE
+        if self.method is AuthMethod.MSCHAP_V2 and not message.startswith("S="):
+            # The peer MUST reject a Success without the authenticator response
+            # (RFC 2759 §5); only the backend, which knows the password, can make it.
+            _log.warning("%s: backend accepted without an S= response", self._label)
+        self._decision = (True, message)
+        self._send_decision(request.identifier)
+        if self.method is not AuthMethod.PAP and self.rechallenge_interval > 0:
+            self._rechallenge_at = now + self.rechallenge_interval
         if first:
             _log.debug("%s: peer %r authenticated", self._label, request.username)
             self._emit(AuthSucceeded(request.username, result))
 
     def _fail(self, request: AuthRequest, result: AuthResult, reason: str | None = None) -> None:
-        self._phase = _Phase.FAILED
-        self._retransmit_at = self._give_up_at = self._rechallenge_at = None
-        if self.method is AuthMethod.PAP:
-            message = result.message or DEFAULT_FAILURE_MESSAGE
-            self._decided_code, self._decided_message = PapCode.AUTHENTICATE_NAK, message
-            self._send(_pap_reply(PapCode.AUTHENTICATE_NAK, request.identifier, message))
-        else:
-            message = result.message or DEFAULT_FAILURE_MESSAGE
-            if self.method is AuthMethod.MSCHAP_V2 and not message.startswith("E="):
-                message = request.failure(message).message
-            self._reply = _chap_status(ChapCode.FAILURE, request.identifier, message)
-            self._send(self._reply)
+        message = result.message or DEFAULT_FAILURE_MESSAGE
+        if self.method is AuthMethod.MSCHAP_V2 and not message.startswith("E="):
+            message = request.failure(message).message
+        self._decision = (False, message)
+        self._send_decision(request.identifier)
         if reason is None:
-            shown = _message_from_wire(_wire(request.username))
+            shown = message_from_wire(to_wire(request.username))
             reason = f"peer {shown!r} failed {self.method.value} authentication"
-        _log.debug("%s: %s", self._label, reason)
-        self._emit(AuthFailed(reason))
+        self._failed(reason)
 
     def _fail_timeout(self, reason: str) -> None:
         pending = self._pending
-        if pending is not None:
-            # The backend never answered: tell the peer no rather than leave it guessing.
-            self._pending = None
-            self._fail(pending, pending.failure(), f"{reason} (backend did not answer)")
+        if pending is None:
+            self._failed(reason)
             return
-        self._phase = _Phase.FAILED
-        self._retransmit_at = self._give_up_at = self._rechallenge_at = None
-        _log.debug("%s: %s", self._label, reason)
-        self._emit(AuthFailed(reason))
+        # The backend never answered: tell the peer no rather than leave it guessing.
+        self._pending = None
+        self._fail(pending, pending.failure(), f"{reason} (backend did not answer)")
+
+    def _cancel_timers(self) -> None:
+        super()._cancel_timers()
+        self._rechallenge_at = None
+
+    def _send_decision(self, ident: int) -> None:
+        """The PAP Ack/Nak or CHAP Success/Failure of ``_decision``, with ``ident``."""
+        assert self._decision is not None
+        ok, message = self._decision
+        if self.method is AuthMethod.PAP:
+            code = PapCode.AUTHENTICATE_ACK if ok else PapCode.AUTHENTICATE_NAK
+            self._send(pap_reply(code, ident, message))
+        else:
+            self._send(chap_status(ChapCode.SUCCESS if ok else ChapCode.FAILURE, ident, message))
 
     # -- challenges -------------------------------------------------------------------------
 
@@ -790,11 +672,11 @@ class Authenticator(_Endpoint):
         self._chal_id = self._next_id
         self._next_id = (self._next_id + 1) & 0xFF
         self._chal_value = bytes(self._rng(CHALLENGE_LEN))[:CHALLENGE_LEN]
-        self._reply = b""
+        self._decision = None
         self._transmits += 1
         self._retransmit_at = now + self.restart_interval
         self._send(
-            _chap_value_name(ChapCode.CHALLENGE, self._chal_id, self._chal_value, self._name_octets)
+            chap_value_name(ChapCode.CHALLENGE, self._chal_id, self._chal_value, self._name_octets)
         )
 
 
@@ -830,13 +712,11 @@ class AuthPeer(_Endpoint):
         timeout: float = 30.0,
         rng: Callable[[int], bytes] = os.urandom,
     ) -> None:
-        super().__init__(method)
-        if restart_interval <= 0 or timeout <= 0:
-            raise ValueError("restart_interval and timeout must be positive")
-        if not 1 <= max_transmits <= 255:
+        super().__init__(method, restart_interval, max_transmits, timeout, rng)
+        if max_transmits > 255:
             raise ValueError("max_transmits must be 1..255 (each Request needs a new id)")
-        self._user = _wire(credentials.username)
-        self._password = _wire(credentials.password)
+        self._user = to_wire(credentials.username)
+        self._password = to_wire(credentials.password)
         if len(self._user) > MAX_NAME_LEN:
             raise ValueError(f"user name longer than {MAX_NAME_LEN} octets")
         if method is AuthMethod.PAP and len(self._password) > MAX_PASSWORD_LEN:
@@ -844,18 +724,9 @@ class AuthPeer(_Endpoint):
         if method is AuthMethod.MSCHAP_V2 and len(credentials.password) > MAX_MSCHAP_PASSWORD_CHARS:
             raise ValueError(f"MS-CHAPv2 password longer than {MAX_MSCHAP_PASSWORD_CHARS} chars")
         self.credentials = credentials
-        self.restart_interval = restart_interval
-        self.max_transmits = max_transmits
-        self.timeout = timeout
-        self._rng = rng
-        self._next_id = 0
         self._sent_ids: set[int] = set()  # PAP: ids of this attempt's Requests (<= 255)
-        self._transmits = 0  # PAP: Requests sent; CHAP: copies of the current Response
-        self._retransmit_at: float | None = None
-        self._give_up_at: float | None = None
-        # CHAP: the Challenge we answered last and what we answered.
-        self._chal_id: int | None = None
-        self._chal_value = b""
+        # _transmits counts PAP Requests sent, or copies of the current CHAP Response.
+        # CHAP: our Response value and packet for the Challenge we answered last.
         self._response = b""
         self._response_packet = b""
         self._confirmed_id: int | None = None  # CHAP: whose Success we have accepted
@@ -872,15 +743,10 @@ class AuthPeer(_Endpoint):
 
     def stop(self) -> None:
         """LCP left Opened: cancel timers and forget everything, queued output included."""
-        self._phase = _Phase.IDLE
+        self._reset()
         self._sent_ids.clear()
-        self._transmits = 0
-        self._retransmit_at = self._give_up_at = None
-        self._chal_id = None
-        self._chal_value = self._response = self._response_packet = b""
+        self._response = self._response_packet = b""
         self._confirmed_id = None
-        self._outbox.clear()
-        self._events.clear()
 
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timer` must be called next, or None when no timer runs."""
@@ -900,14 +766,14 @@ class AuthPeer(_Endpoint):
             and now >= self._give_up_at
         ):
             self.counters.timeouts += 1
-            self._fail(f"no CHAP Success or Failure within {self.timeout:g} s")
+            self._failed(f"no CHAP Success or Failure within {self.timeout:g} s")
             return
         if self._retransmit_at is None or now < self._retransmit_at:
             return
         if self.method is AuthMethod.PAP:
             if self._transmits >= self.max_transmits:
                 self.counters.timeouts += 1
-                self._fail(f"no reply to {self._transmits} Authenticate-Requests")
+                self._failed(f"no reply to {self._transmits} Authenticate-Requests")
             else:
                 self.counters.retransmits += 1
                 self._send_request(now)
@@ -923,18 +789,18 @@ class AuthPeer(_Endpoint):
         code = packet.code
         if self.method is AuthMethod.PAP:
             if code in (PapCode.AUTHENTICATE_ACK, PapCode.AUTHENTICATE_NAK):
-                self._pap_reply(packet)
+                self._on_pap_reply(packet)
             else:
                 self._unexpected(packet)
         elif code == ChapCode.CHALLENGE:
-            self._chap_challenge(packet, now)
+            self._on_chap_challenge(packet, now)
         elif code in (ChapCode.SUCCESS, ChapCode.FAILURE):
-            self._chap_status(packet)
+            self._on_chap_status(packet)
         else:
             self._unexpected(packet)
 
-    def _pap_reply(self, packet: ControlPacket) -> None:
-        message = _parse_pap_reply(packet.data)
+    def _on_pap_reply(self, packet: ControlPacket) -> None:
+        message = parse_pap_reply(packet.data)
         if packet.identifier not in self._sent_ids:
             self.counters.discarded_bad_id += 1
             return
@@ -944,10 +810,10 @@ class AuthPeer(_Endpoint):
         if packet.code == PapCode.AUTHENTICATE_ACK:
             self._succeed(message)
         else:
-            self._fail(f"authenticator refused: {message}" if message else "authenticator refused")
+            self._refused(message)
 
-    def _chap_challenge(self, packet: ControlPacket, now: float) -> None:
-        value, name = _parse_chap_value_name(packet.data)
+    def _on_chap_challenge(self, packet: ControlPacket, now: float) -> None:
+        value, name = parse_chap_value_name(packet.data)
         if self.method is AuthMethod.MSCHAP_V2 and len(value) != mschap.CHALLENGE_LEN:
             raise PppParseError(f"MS-CHAPv2 challenge of {len(value)} octets, not 16")
         if self._phase is _Phase.FAILED:
@@ -963,13 +829,13 @@ class AuthPeer(_Endpoint):
                 "%s: Challenge id %d from %r",
                 self._label,
                 packet.identifier,
-                _message_from_wire(name),
+                message_from_wire(name),
             )
             self._chal_id = packet.identifier
             self._chal_value = value
             self._confirmed_id = None  # identifiers wrap: a reused one is a new Challenge
             self._response = self._compute_response(packet.identifier, value)
-            self._response_packet = _chap_value_name(
+            self._response_packet = chap_value_name(
                 ChapCode.RESPONSE, packet.identifier, self._response, self._user
             )
         self._transmits = 0
@@ -977,18 +843,18 @@ class AuthPeer(_Endpoint):
 
     def _compute_response(self, ident: int, challenge: bytes) -> bytes:
         if self.method is AuthMethod.CHAP_MD5:
-            return _md5_response(ident, self._password, challenge)
+            return md5_response(ident, self._password, challenge)
         peer_challenge = bytes(self._rng(mschap.CHALLENGE_LEN))[: mschap.CHALLENGE_LEN]
         peer_challenge = peer_challenge.ljust(mschap.CHALLENGE_LEN, b"\0")
         nt_response = mschap.generate_nt_response(
-            challenge, peer_challenge, self._hash_user(), self.credentials.password
+            challenge,
+            peer_challenge,
+            _mschap_user(self.credentials.username),
+            self.credentials.password,
         )
-        return peer_challenge + bytes(8) + nt_response + b"\x00"
+        return mschapv2_response_value(peer_challenge, nt_response)
 
-    def _hash_user(self) -> bytes:
-        return _wire(mschap.strip_domain(self.credentials.username))
-
-    def _chap_status(self, packet: ControlPacket) -> None:
+    def _on_chap_status(self, packet: ControlPacket) -> None:
         if self._chal_id is None or packet.identifier != self._chal_id:
             self.counters.discarded_bad_id += 1
             return
@@ -996,14 +862,14 @@ class AuthPeer(_Endpoint):
             # Already decided for this Challenge (a duplicate reply to a repeated Response).
             self.counters.duplicates += 1
             return
-        text = _message_from_wire(packet.data)
+        text = message_from_wire(packet.data)
         self._retransmit_at = None
         if packet.code == ChapCode.FAILURE:
-            self._fail(f"authenticator refused: {text}" if text else "authenticator refused")
+            self._refused(text)
             return
         if self.method is AuthMethod.MSCHAP_V2 and not self._authenticator_proved(packet.data):
             self.counters.bad_authenticator_responses += 1
-            self._fail("authenticator response (S=) missing or wrong: not the real server?")
+            self._failed("authenticator response (S=) missing or wrong: not the real server?")
             return
         self._confirmed_id = packet.identifier
         if self._phase is _Phase.SUCCEEDED:
@@ -1018,12 +884,15 @@ class AuthPeer(_Endpoint):
         rest = message[mschap.AUTHENTICATOR_RESPONSE_LEN :]
         if len(received) != mschap.AUTHENTICATOR_RESPONSE_LEN or rest[:1] not in (b"", b" "):
             return False
+        ours = split_mschapv2_response(self._response)
+        assert ours is not None  # we built it
+        peer_challenge, nt_response = ours
         return mschap.check_authenticator_response(
             self.credentials.password,
-            self._response[24:48],
-            self._response[:16],
+            nt_response,
+            peer_challenge,
             self._chal_value,
-            self._hash_user(),
+            _mschap_user(self.credentials.username),
             received,
         )
 
@@ -1035,7 +904,7 @@ class AuthPeer(_Endpoint):
         self._sent_ids.add(ident)
         self._transmits += 1
         self._retransmit_at = now + self.restart_interval
-        self._send(_pap_request(ident, self._user, self._password))
+        self._send(pap_request(ident, self._user, self._password))
 
     def _send_response(self, now: float) -> None:
         self._transmits += 1
@@ -1044,12 +913,10 @@ class AuthPeer(_Endpoint):
 
     def _succeed(self, message: str) -> None:
         self._phase = _Phase.SUCCEEDED
-        self._retransmit_at = self._give_up_at = None
+        self._cancel_timers()
         _log.debug("%s: authenticated as %r", self._label, self.credentials.username)
         self._emit(AuthSucceeded(self.credentials.username, AuthResult(True, message)))
 
-    def _fail(self, reason: str) -> None:
-        self._phase = _Phase.FAILED
-        self._retransmit_at = self._give_up_at = None
-        _log.debug("%s: %s", self._label, reason)
-        self._emit(AuthFailed(reason))
+    def _refused(self, message: str) -> None:
+        """A PAP Nak or CHAP Failure: ``message`` is the authenticator's text, made safe."""
+        self._failed(f"authenticator refused: {message}" if message else "authenticator refused")
