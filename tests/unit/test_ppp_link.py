@@ -331,3 +331,38 @@ def test_hostile_frames_never_raise(frames: list[bytes]) -> None:
             pair.b.receive(prefix + frame, pair.now)
     pair.flush()
     pair.run(pair.now + 60)
+
+
+def test_an_unusable_assigned_address_closes_the_link_with_the_reason() -> None:
+    def assign(_user: str | None, _result: AuthResult | None) -> IpcpConfig:
+        return IpcpConfig(local_address=SERVER_IP, peer_address=SERVER_IP)  # raises
+
+    pair = Pair(lns_config(AuthMethod.PAP), client_config(), assign=assign)
+    pair.start()
+    pair.run(20)
+    (fin,) = pair.of("a", LinkFinished)
+    assert fin.reason.startswith("no usable address: ")
+    assert pair.of("b", LinkFinished)[0].reason == "terminated by the peer"
+
+
+def test_max_configure_beyond_the_identifier_space_still_authenticates() -> None:
+    pair = Pair(lns_config(AuthMethod.PAP, max_configure=1000),
+                client_config(max_configure=1000))
+    pair.start()
+    pair.run(5)
+    assert pair.a.ipv4_open and pair.b.ipv4_open
+
+
+def test_a_failing_ncp_is_closed_once_and_the_link_settles(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # The client insists on an address the server will not give: the client's IPCP fails.
+    stubborn = LinkConfig(ipcp=IpcpConfig(local_address=IPv4Address("10.7.0.200")),
+                          credentials=Credentials("bob", "builder"),
+                          lcp=LcpConfig(peer_auth=(AuthMethod.PAP,)))
+    pair = Pair(lns_config(AuthMethod.PAP), stubborn)
+    with caplog.at_level("WARNING"):
+        pair.start()
+        pair.run(120)
+    assert "did not settle" not in caplog.text
+    assert not pair.a.ipv4_open and not pair.b.ipv4_open
+    assert pair.of("b", LinkFinished)[0].reason == "no network protocols running"

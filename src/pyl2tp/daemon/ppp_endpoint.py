@@ -35,6 +35,7 @@ from . import ifaddr
 log = logging.getLogger("pyl2tp.ppp")
 
 READ_BATCH = 64
+IPV6_MIN_MTU = 1280
 _IPV4 = b"\x00\x21"
 _IPV6 = b"\x00\x57"
 
@@ -150,8 +151,9 @@ class PppEndpoint:
         for _ in range(READ_BATCH):
             try:
                 packet = dev.read()
-            except OSError:
+            except OSError as exc:  # deleted under us: without it the link carries nothing
                 self._drop_device()
+                self.close(f"interface read failed: {exc.strerror or exc}")
                 return
             if packet is None:
                 return
@@ -170,6 +172,8 @@ class PppEndpoint:
                 with contextlib.suppress(OSError):
                     self.dev.write(packet)
         for event in link.events():
+            if self._closed and not isinstance(event, LinkFinished):
+                continue  # finished earlier in this batch: nothing may be created now
             try:
                 self._on_event(event)
             except Exception:  # one failing event must not wedge the link
@@ -260,6 +264,11 @@ class PppEndpoint:
             else:
                 if not isinstance(event.local, IPv6Address):
                     raise ifaddr.InterfaceConfigError("IPV6CP opened without an address")
+                if dev.get_mtu() < IPV6_MIN_MTU:
+                    # The kernel disables IPv6 below 1280 (RFC 8200 §5); IPv4 stays usable.
+                    log.warning("%s: %s MTU %d is below IPv6's minimum of %d: IPv6 not "
+                                "configured", self.label, name, dev.get_mtu(), IPV6_MIN_MTU)
+                    return
                 await ifaddr.add_ipv6_link_local(name, event.local)
                 self.ipv6 = self._last_ipv6 = event.local
                 self.peer6 = event.peer
@@ -291,6 +300,7 @@ class PppEndpoint:
         self.loop.add_reader(dev.fd, self._readable)
 
     def _drop_device(self) -> None:
+        self._device_up = False
         dev, self.dev = self.dev, None
         if dev is not None and not dev.closed:
             with contextlib.suppress(Exception):
@@ -320,7 +330,7 @@ class PppEndpoint:
             return
         if not result.ok:
             log.info("%s: user %r refused", self.label, request.username)
-        self.link.verdict(result, self.loop.time())
+        self.link.verdict(result, self.loop.time(), request=request)
         self._drive()
 
     # -- teardown ------------------------------------------------------------------------------

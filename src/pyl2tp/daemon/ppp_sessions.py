@@ -109,8 +109,10 @@ class PppManager:
         self.host_name = host_name
         self.publish = publish or (lambda _e, _a: None)
         self.endpoints: dict[CallKey, PppEndpoint] = {}
-        self._pools: dict[tuple[str, str], AddressPool] = {}
-        self._leases: dict[CallKey, tuple[AddressPool, IPv4Address]] = {}
+        self._pools: dict[str, AddressPool] = {}
+        # per session: (pool or None for a fixed address outside it, address, user)
+        self._leases: dict[CallKey, tuple[AddressPool | None, IPv4Address, str | None]] = {}
+        self._fixed: dict[IPv4Address, CallKey] = {}
         self._secrets: dict[str, _Secrets] = {}
         self._switched: dict[CallKey, _Switched] = {}
         driver.observers.append(self.on_event)
@@ -199,53 +201,70 @@ class PppManager:
             auth_timeout=profile.auth_timeout)
 
     def _pool(self, profile: PppProfile) -> AddressPool | None:
+        """One pool per range, whichever profiles name it, so two profiles sharing a range
+        cannot lease one address twice."""
         if not profile.pool:
             return None
-        pool_key = (profile.name, profile.pool)
-        pool = self._pools.get(pool_key)
+        pool = self._pools.get(profile.pool)
         if pool is None:
             exclude = [profile.local_ip] if profile.local_ip is not None else []
-            pool = self._pools[pool_key] = AddressPool.parse(profile.pool, exclude=exclude)
+            pool = self._pools[profile.pool] = AddressPool.parse(profile.pool, exclude=exclude)
         return pool
+
+    def _release(self, key: CallKey) -> None:
+        lease = self._leases.pop(key, None)
+        if lease is None:
+            return
+        pool, address, _user = lease
+        if pool is not None:
+            pool.release(address)
+        self._fixed.pop(address, None)
 
     def _assign(self, key: CallKey, profile: PppProfile, user: str | None,
                 result: AuthResult | None) -> IpcpConfig | str | None:
         """The peer's address: the user's fixed one (secrets file, RADIUS) if any, else one
-        from the pool; a link renegotiating keeps the address it had."""
-        base = IpcpConfig(local_address=profile.local_ip, peer_address=profile.peer_ip,
-                          dns=tuple(profile.dns), request_dns=profile.request_dns)
+        from the pool. A link renegotiating keeps its lease unless another user has
+        authenticated on it. Raises ValueError for an address IPCP cannot use."""
+        def offer(address: IPv4Address | None) -> IpcpConfig:
+            return IpcpConfig(local_address=profile.local_ip, peer_address=address,
+                              dns=tuple(profile.dns), request_dns=profile.request_dns)
+
         lease = self._leases.get(key)
         if lease is not None:
-            return IpcpConfig(local_address=base.local_address, peer_address=lease[1],
-                              dns=base.dns, request_dns=base.request_dns)
+            if lease[2] == user:
+                return offer(lease[1])
+            self._release(key)
         fixed = None
         if result is not None and result.address:
             try:
                 fixed = IPv4Address(result.address)
             except ValueError:
-                log.warning("ignoring invalid address %r for user %r", result.address, user)
+                return f"invalid address {result.address!r} for user {user!r}"
         pool = self._pool(profile)
         if fixed is not None:
-            if pool is not None and fixed in pool:
-                if not pool.reserve(fixed):
-                    return f"address {fixed} of user {user!r} is in use"
-                self._leases[key] = (pool, fixed)
-            return IpcpConfig(local_address=base.local_address, peer_address=fixed,
-                              dns=base.dns, request_dns=base.request_dns)
+            config = offer(fixed)  # validates (raises) before anything is held
+            if fixed in self._fixed or (pool is not None and fixed in pool
+                                        and not pool.reserve(fixed)):
+                return f"address {fixed} of user {user!r} is in use"
+            self._fixed[fixed] = key
+            self._leases[key] = (pool if pool is not None and fixed in pool else None,
+                                 fixed, user)
+            return config
         if pool is None:
+            if profile.peer_ip is None and profile.auth:
+                # Users proved who they are, so they must not pick any address they like
+                # (another subscriber's, a server's): pppd refuses the same way.
+                return "no address to assign: the profile has neither pool nor peer_ip"
             return None
         address = pool.allocate()
         if address is None:
             return f"address pool {profile.pool} exhausted"
-        self._leases[key] = (pool, address)
-        return IpcpConfig(local_address=base.local_address, peer_address=address,
-                          dns=base.dns, request_dns=base.request_dns)
+        self._leases[key] = (pool, address, user)
+        return offer(address)
 
     def _finished(self, key: CallKey, call: Call, reason: str) -> None:
         self.endpoints.pop(key, None)
-        lease = self._leases.pop(key, None)
-        if lease is not None:
-            lease[0].release(lease[1])
+        self._release(key)
         # Called from inside the endpoint's event handling: hang up once it has unwound.
         self.loop.call_soon(self._hangup, call, f"PPP: {reason}")
 
@@ -301,9 +320,7 @@ class PppManager:
         endpoint = self.endpoints.pop(key, None)
         if endpoint is not None:
             endpoint.lower_down()
-        lease = self._leases.pop(key, None)
-        if lease is not None:
-            lease[0].release(lease[1])
+        self._release(key)
         pair = self._switched.pop(key, None)
         if pair is not None:
             other = pair.outer if call is pair.inner else pair.inner

@@ -30,6 +30,7 @@ from .auth import (
     AuthEvent,
     AuthFailed,
     AuthPeer,
+    AuthRequest,
     AuthResult,
     AuthSucceeded,
     Credentials,
@@ -75,6 +76,8 @@ _LCP_IDLE = frozenset((fsm.State.INITIAL, fsm.State.STARTING, fsm.State.CLOSED,
                        fsm.State.STOPPED))
 
 
+_MAX_AUTH_TRANSMITS = 255
+"""PAP's identifier space bounds its retransmissions; Max-Configure may be larger."""
 _NCP_DONE = frozenset((fsm.State.INITIAL, fsm.State.CLOSED, fsm.State.STOPPED))
 
 
@@ -220,6 +223,7 @@ class PppLink:
         self.ipv6cp_policy: Ipv6cpPolicy | None = None
         self.ncps: dict[int, fsm.Automaton] = {}
         self._rejected_seen: set[int] = set()
+        self._ncp_failed: set[int] = set()
         self.phase = Phase.DEAD
         self.ipv4_open = False
         self.ipv6_open = False
@@ -312,10 +316,12 @@ class PppLink:
                 self.counters.rx_protocol_rejected += 1
         self._pump(now)
 
-    def verdict(self, result: AuthResult, now: float) -> None:
-        """The backend's answer to the outstanding :class:`VerifyRequest`."""
+    def verdict(self, result: AuthResult, now: float, *,
+                request: AuthRequest | None = None) -> None:
+        """The backend's answer to the outstanding :class:`VerifyRequest`; with ``request``,
+        an answer to an older request (before a renegotiation) is ignored."""
         if self.authenticator is not None:
-            self.authenticator.verdict(result, now)
+            self.authenticator.verdict(result, now, request=request)
             self._pump(now)
 
     def handle_timer(self, now: float) -> None:
@@ -433,10 +439,10 @@ class PppLink:
         failure = self.lcp_policy.failure
         if failure is None:
             for proto, automaton in self.ncps.items():
-                policy = automaton.policy
-                ncp_failure = getattr(policy, "failure", None)
-                if ncp_failure and automaton.state not in (fsm.State.CLOSED,
-                                                           fsm.State.STOPPED):
+                ncp_failure = getattr(automaton.policy, "failure", None)
+                if ncp_failure and proto not in self._ncp_failed:
+                    # Once: the NCP then terminates on its own schedule (Closing, Closed).
+                    self._ncp_failed.add(proto)
                     _log.debug("NCP %#06x failed: %s", proto, ncp_failure)
                     automaton.close(now, ncp_failure)
                     return True
@@ -472,7 +478,8 @@ class PppLink:
         if policy.auth_of_peer is not None:
             self.authenticator = Authenticator(
                 policy.auth_of_peer, name=cfg.auth_name, rng=self._rng,
-                restart_interval=cfg.restart_interval, max_transmits=cfg.max_configure,
+                restart_interval=cfg.restart_interval,
+                max_transmits=min(cfg.max_configure, _MAX_AUTH_TRANSMITS),
                 timeout=cfg.auth_timeout, rechallenge_interval=cfg.rechallenge_interval)
             self._auth_pending += 1
             self._exchanges.append((policy.auth_of_peer.protocol, self.authenticator))
@@ -484,7 +491,9 @@ class PppLink:
                 return
             self.auth_peer = AuthPeer(policy.auth_by_peer, cfg.credentials,
                                       restart_interval=cfg.restart_interval,
-                                      max_transmits=cfg.max_configure)
+                                      max_transmits=min(cfg.max_configure,
+                                                        _MAX_AUTH_TRANSMITS),
+                                      timeout=cfg.auth_timeout)
             self._auth_pending += 1
             self._exchanges.append((policy.auth_by_peer.protocol, self.auth_peer))
             self.auth_peer.start(now)
@@ -506,8 +515,12 @@ class PppLink:
         self.phase = Phase.NETWORK
         cfg = self.config
         ipcp = cfg.ipcp
+        self._ncp_failed = set()
         if ipcp is not None and self._assign is not None:
-            assigned = self._assign(self.peer_name, self._auth_result)
+            try:
+                assigned = self._assign(self.peer_name, self._auth_result)
+            except ValueError as exc:  # an unusable address (say, a bad secrets entry)
+                assigned = f"no usable address: {exc}"
             if isinstance(assigned, str):
                 self._closing_reason = assigned
                 self.lcp.close(now, assigned)
