@@ -250,6 +250,9 @@ class EventCounter:
     def __init__(self, path: str, names: Iterable[str]) -> None:
         self.names = list(names)
         self.counts = dict.fromkeys(self.names, 0)
+        # Why things went down: reason -> count, per *_down event name.
+        self.reasons: dict[str, dict[str, int]] = {n: {} for n in self.names if
+                                                   n.endswith("_down")}
         self.times: dict[str, list[float]] = {n: [] for n in self.names}
         self._needles = [(n, f'"event": "{n}"'.encode()) for n in self.names]
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -292,7 +295,17 @@ class EventCounter:
                     if n:
                         self.counts[name] += n
                         self.times[name].extend([now] * n)
+                        if name in self.reasons:
+                            self._tally(name, needle, whole)
                 self.cond.notify_all()
+
+    def _tally(self, name: str, needle: bytes, chunk: bytes) -> None:
+        for line in chunk.splitlines():
+            if needle in line:
+                with contextlib.suppress(ValueError):
+                    reason = str(json.loads(line).get("attrs", {}).get("reason"))
+                    table = self.reasons[name]
+                    table[reason] = table.get(reason, 0) + 1
 
     def wait(self, name: str, target: int, timeout: float,
              stall: float | None = None) -> bool:

@@ -61,6 +61,8 @@ from tests.support import xl2tpd as xl
 from tests.support.netns import NetNS, Topology
 
 RESULTS = REPO / "bench" / "results"
+# Where plots and raw profiles go: next to the JSON, named after it (set in main).
+PREFIX = RESULTS / "control"
 PY_SPY = Path(sys.executable).with_name("py-spy")
 
 SESSION_EVENTS = ["control_session_up", "control_session_down", "control_tunnel_up",
@@ -190,10 +192,11 @@ class Rig:
             names = [lk["ifname"] for lk in links if lk["ifname"].startswith("l2tpeth")]
             if not names:
                 continue
-            ns.run(["ip", "-batch", "-"], timeout=300,
+            # -force: go on past devices that vanished meanwhile (a CDN deleted them).
+            ns.run(["ip", "-force", "-batch", "-"], timeout=300, check=False,
                    input="".join(f"link set dev {n} group 77\n" for n in names))
             t1 = time.monotonic()
-            ns.run(["ip", "link", "del", "group", "77"], timeout=300)
+            ns.run(["ip", "link", "del", "group", "77"], timeout=300, check=False)
             out[ns.role] = {"devices": len(names), "set_group_s": round(t1 - t, 3),
                             "delete_group_s": round(time.monotonic() - t1, 3)}
         return out
@@ -204,7 +207,7 @@ class Profiler:
 
     def __init__(self, name: str, pid: int, enabled: bool, sink: dict[str, Any]) -> None:
         self.name, self.pid, self.enabled, self.sink = name, pid, enabled, sink
-        self.path = RESULTS / f"control-profile-{name}.txt"
+        self.path = Path(f"{PREFIX}-profile-{name}.txt")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Profiler:
@@ -277,7 +280,8 @@ def sessions_run(tunnels: int, per_tunnel: int, version: int, pw: str, *,
         rig.closers.append(ev.close)
         time.sleep(0.3)
         base_lac, base_lns, mem0 = lac.sample(), lns.sample(), mem_used_kib()
-        with Profiler(profile or "", lns.pid, profile is not None, profiles or {}), \
+        sink = profiles if profiles is not None else {}
+        with Profiler(profile or "", lns.pid, profile is not None, sink), \
                 Api(lac.socket_path) as api:
             bg = Background([lac.pid, lns.pid])
             t0 = time.monotonic()
@@ -292,6 +296,7 @@ def sessions_run(tunnels: int, per_tunnel: int, version: int, pw: str, *,
             res["other_cpu_pct"] = bg.other_pct()
         ups = ev.times["control_session_up"]
         end = ups[-1] if ups else time.monotonic()
+        res["down_reasons"] = {k: v for k, v in ev.reasons.items() if v}
         res.update(ok=ok, established=ev.counts["control_session_up"],
                    sessions_down=ev.counts["control_session_down"],
                    tunnels_down=ev.counts["control_tunnel_down"],
@@ -440,6 +445,8 @@ def tunnels_run(scale: Scale, *, hello: float, burst: int, total: int, window_s:
         if window_s:
             res["idle"] = idle_window(lac, lns, window_s, f"hello-h{hello:g}", profile, profiles)
             res["idle"]["tunnels_down_during"] = ev.counts["control_tunnel_down"] - res["down"]
+        res["lac_tunnels_down"] = lac_ev.counts["control_tunnel_down"]
+        res["lac_tunnel_down_reasons"] = lac_ev.reasons["control_tunnel_down"]
     return res
 
 
@@ -521,8 +528,13 @@ def fd_limit_run(with_tap: bool) -> dict[str, Any]:
                                         "pw_type": "eth"}) for d in dials])
             ev.wait("control_session_up", 1100, timeout=120, stall=10)
             time.sleep(2)  # CDNs for the sessions the LNS could not open
+        lns_sessions = lns.request("session_get", dump=True)
         out["lns_tap_sessions"] = {
             "attempted": 1100, "lns_fds": lns.sample().fds,
+            "lns_sessions": len(lns_sessions),
+            "lns_sessions_with_device": sum(1 for x in lns_sessions if x.get("ifname")),
+            "lns_log_sample": [ln for ln in lns.log().splitlines() if "WARNING" in ln
+                               or "ERROR" in ln][:3],
             "lac_up": ev.counts["control_session_up"],
             "lac_down": ev.counts["control_session_down"],
             "lns_log_emfile": lns.log().count("Too many open files")}
@@ -583,7 +595,8 @@ class LogCounter:
 
 
 XL_PATTERNS = {"tunnel_up": b"Connection established to", "session_up": b"Call established with",
-               "fd_setsize": b"FD_SETSIZE", "closed": b"Connection closed to"}
+               "fd_setsize": b"FD_SETSIZE", "closed": b"Connection closed to",
+               "out_of_order": b"Received out of order control packet"}
 
 
 @contextlib.contextmanager
@@ -643,7 +656,7 @@ def xl2tpd_tunnels_run(scale: Scale) -> dict[str, Any]:
                     n = min(1000, total - have)
                     api.many([("control_dial", {"peer": rig.lns_ip, "version": 2})
                               for _ in range(n)])
-                    logc.wait("tunnel_up", have + n, timeout=120, stall=30, alive=d.alive)
+                    logc.wait("tunnel_up", have + n, timeout=120, stall=10, alive=d.alive)
                     if logc.counts["tunnel_up"] == have:
                         break
                     have = logc.counts["tunnel_up"]
@@ -668,7 +681,9 @@ def xl2tpd_tunnels_run(scale: Scale) -> dict[str, Any]:
                                    "cpu_pct": round(100 * (b.cpu_s - a.cpu_s) / (b.t - a.t), 2),
                                    "lac_rx_messages": st1 - st0}
             res["lac_tunnels_down"] = lac_ev.counts["control_tunnel_down"]
+            res["lac_tunnel_down_reasons"] = lac_ev.reasons["control_tunnel_down"]
             res["closed_in_log"] = logc.counts["closed"]
+            res["out_of_order_in_log"] = logc.counts["out_of_order"]
     return res
 
 
@@ -823,10 +838,15 @@ def build_report(r: dict[str, Any]) -> Report:
         rep.add(f"tunnels/s, {b['established']:,} tunnels dialled at once, one LNS socket",
                 f"{b['rate']:,.0f}/s ({b['seconds']:.2f} s; LNS {b['lns_cpu_us_per_tunnel']} "
                 "us CPU/tunnel)",
-                xl2tpd=f"{xb['rate']:,.0f}/s ({xb['seconds']:.2f} s)" if xb else "-",
+                xl2tpd=f"{xb['rate']:,.0f}/s ({xb['seconds']:.2f} s; {xb['established']:,} up)"
+                if xb else "-",
                 ratio=f"{b['rate'] / xb['rate']:.1f}x" if xb and xb["rate"] else "-")
         n = t["established"] - t["down"]
         lns = t["lns"]
+        rep.add(f"tunnels lost while dialling {t['total']:,} and idling (LAC side)",
+                f"{t.get('lac_tunnels_down', '?')}", xl2tpd=f"{xt['lac_tunnels_down']:,} "
+                f"({xt.get('out_of_order_in_log', '?')} 'out of order' in its log)"
+                if xt else "-")
         rep.add(f"{n:,} tunnels on one LNS address: LNS descriptors "
                 f"(limit {lns['nofile']})",
                 f"{lns['fds_now']} total, {lns['fds']:+d} for the tunnels",
@@ -907,7 +927,7 @@ def build_report(r: dict[str, Any]) -> Report:
         if "lns_tap_sessions" in fd:
             s = fd["lns_tap_sessions"]
             rep.add("nofile 1024: LNS given 1,100 TAP sessions",
-                    f"{s['lac_up'] - s['lac_down']:,} up, {s['lac_down']} refused")
+                    f"{s['lns_sessions']:,} made, the rest refused with CDN (EMFILE)")
     return rep
 
 
@@ -938,7 +958,7 @@ def plots(r: dict[str, Any]) -> list[str]:
     ax.set_title("Session setup")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    path = RESULTS / "control-sessions.png"
+    path = Path(f"{PREFIX}-sessions.png")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -955,7 +975,7 @@ def plots(r: dict[str, Any]) -> list[str]:
     ax.set_title("Tunnel setup, one LNS socket")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    path = RESULTS / "control-tunnels.png"
+    path = Path(f"{PREFIX}-tunnels.png")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -989,7 +1009,7 @@ def plots(r: dict[str, Any]) -> list[str]:
     if xt and xt.get("idle"):
         bars.append(("xl2tpd h60", xt["idle"]["cpu_pct"]))
     _bar(axes[2], bars, "idle CPU % of a core (LNS)", target=5)
-    path = RESULTS / "control-resources.png"
+    path = Path(f"{PREFIX}-resources.png")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -1030,7 +1050,10 @@ def main() -> int:
         print("run as root (network namespaces, TAP devices)", file=sys.stderr)
         return 1
     scale = QUICK if args.quick else FULL
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    global PREFIX
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    PREFIX = out.with_suffix("")
     waited = wait_quiet(args.wait_quiet) if args.wait_quiet else None
     mach = machine()
     mach["xl2tpd"] = xl.xl2tpd_version() if xl.xl2tpd_binary() else None

@@ -31,6 +31,7 @@ import resource
 import shutil
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -514,7 +515,7 @@ def pyl2tp_pair(net: Net, n: int, workdir: str, systems: set[str],
             ppp_a, ppp_b = wait_for(up, timeout=120, interval=0.2, message=f"{n} PPP links up")
             out["pyl2tp-ppp"] = System("pyl2tp-ppp", "tun", ppp_a, ppp_b, [da.pid], [db.pid])
         yield out
-    except BaseException:
+    except Exception:
         for d in (da, db):
             if d is not None:
                 log(f"--- pyl2tp daemon log ({d.tag}, {d.ns.name}) ---\n{d.log()}")
@@ -723,43 +724,59 @@ def floor_header(worker: int, index: int) -> bytes:
 
 
 def profile_phase(opts: Opts, net: Net, outdir: Path, seconds: float) -> dict[str, Any]:
-    """Sample both daemons with py-spy while 64-byte traffic flows A>B through each pyl2tp
-    scenario (1 session); returns the top functions by own time and writes the raw stacks."""
+    """Sample the daemons with py-spy where each is the bottleneck, 64-byte frames, 1 session:
+    the sending daemon (A) end to end A>B, where it saturates first; the receiving daemon (B)
+    alone, fed ready-made tunnel packets on A's veth (end to end it idles half the time, and
+    its profile would be mostly epoll). Returns own time per line; writes the raw stacks."""
     pyspy = shutil.which("py-spy") or str(Path(PYTHON).with_name("py-spy"))
     if not os.path.exists(pyspy):
         log("py-spy not found: profiling with cProfile instead")
         return cprofile_phase(opts, net, outdir, seconds)
-    out: dict[str, Any] = {"tool": "py-spy (sampling, --nonblocking, 500 Hz)"}
+    out: dict[str, Any] = {"tool": "py-spy record --nonblocking, 500 Hz"}
     prof_opts = Opts(seconds, 0.5, opts.window, opts.gen, opts.workdir)
     with pyl2tp_pair(net, 1, opts.workdir, {"pyl2tp-udp", "pyl2tp-ppp"}) as systems:
         for name in ("pyl2tp-udp", "pyl2tp-ppp"):
             s = systems[name]
-            spies = {}
-            for side, pid in (("tx", s.pids_a[0]), ("rx", s.pids_b[0])):
+            out[name] = {}
+            if name == "pyl2tp-udp":
+                hdr = b"\x00\x03\x00\x00" + (1).to_bytes(4, "big") + b"\x00\x00\x00\x00"
+                port = 5000
+            else:
+                with Client(f"/run/pyl2tp/{net.b.name}.sock") as client:
+                    link = client.request("ppp_dump")[0]
+                hdr = (struct.pack(">HHH", 0x0002, link["tunnel_id"], link["session_id"])
+                       + b"\xff\x03\x00\x21")
+                port = 1701
+            decap = frames.encapsulated_templates(64, net.mac_b, net.mac_a, ADDR_A, ADDR_B, port,
+                                                  [hdr], kind=s.kind, sport=port)
+            runs = (("tx", s.pids_a[0], net.a, s.names_a, net.b, s.names_b,
+                     frames.inner_templates(s.kind, 64, 1), "A, device -> tunnel, end to end"),
+                    ("rx", s.pids_b[0], net.a, [net.veth_a], net.b, s.names_b, decap,
+                     "B, tunnel -> device, fed alone"))
+            for side, pid, tx, tx_ifs, rx, rx_ifs, tmpl, what in runs:
                 path = outdir / f"dataplane-profile-{name}-{side}.txt"
-                spies[side] = (path, subprocess.Popen(
+                spy = subprocess.Popen(
                     [pyspy, "record", "--pid", str(pid), "--rate", "500", "--nonblocking",
                      "--format", "raw", "--output", str(path), "--duration",
-                     str(int(seconds + 2))], stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE))
-            time.sleep(0.5)
-            tmpl = frames.inner_templates(s.kind, 64, 1)
-            m = measure(prof_opts, net.a, net.b, s.names_a, s.names_b, tmpl,
-                        {"tx": s.pids_a, "rx": s.pids_b})
-            log(f"   profiled {name}: {_short(m)}")
-            out[name] = {"rate_under_profiler": m["pps"]}
-            for side, (path, proc) in spies.items():
-                _, err = proc.communicate(timeout=seconds + 30)
-                if proc.returncode != 0 or not path.exists():
+                     str(int(seconds + 2))], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                time.sleep(0.5)
+                m = measure(prof_opts, tx, rx, tx_ifs, rx_ifs, tmpl, {"daemon": [pid]})
+                log(f"   profiled {name} {side}: {_short(m)}")
+                _, err = spy.communicate(timeout=seconds + 30)
+                if spy.returncode != 0 or not path.exists():
                     log(f"py-spy failed: {err.decode(errors='replace')[-500:]}")
                     continue
-                out[name][side] = summarize_collapsed(path.read_text(), seconds + 2, 500)
-                out[name][side]["stacks_file"] = str(path)
+                summary = summarize_collapsed(path.read_text(), seconds + 2, 500)
+                summary.update(what=what, stacks_file=str(path), rate_under_profiler=m["pps"],
+                               daemon_cpu=m["cpu"]["daemon"],
+                               background=m["cpu"]["background"])
+                out[name][side] = summary
     return out
 
 
-_SYSCALL = re.compile(r"\b(sendto|sendmsg|send|recvfrom|recvfrom_into|recv_into|recv|read|readv|"
-                      r"write|poll|select|control)\(")
+# Lines that call into the kernel directly (not Python methods that will).
+_SYSCALL = re.compile(r"\bos\.(read|readv|write)\(|\bself\.sock\.\w+\(|_selector\.poll\(|"
+                      r"\brecvfrom\(|\brecv_into\(")
 
 
 def _source_line(path: str, line: int) -> str:
@@ -961,7 +978,8 @@ def print_extras(cells: Sequence[dict[str, Any]]) -> None:
                   f"{c['pps'] / 1e3:7.1f} kpps (best {c['pps_best'] / 1e3:6.1f})  "
                   f"loss {100 * c['loss']:5.1f}%  cpu workers {_cpu_sum(c):4.0f}%  "
                   f"generator {c['cpu']['generator']:3.0f}%  background "
-                  f"{c['cpu']['background']:3.0f}%")
+                  f"{c['cpu']['background']:3.0f}%"
+                  f"{'  generator-bound' if c['cpu']['generator'] >= 90 else ''}")
         for half, mode, one, two in (("encap", "closed", "floor-1w", "floor-2w"),
                                      ("encap", "open", "floor-1w", "floor-2w"),
                                      ("decap", "closed", "floor-1w", "floor-2w"),
@@ -987,25 +1005,22 @@ def _cpu_sum(c: dict[str, Any]) -> float:
 
 
 def print_profile(prof: dict[str, Any]) -> None:
-    print(f"\nprofile of the pyl2tp daemons, 64B A>B, 1 session ({prof.get('tool')}):")
+    print(f"\nprofile of the pyl2tp daemons, 64B frames, 1 session ({prof.get('tool')}):")
     for name in ("pyl2tp-udp", "pyl2tp-ppp"):
-        if name not in prof:
-            continue
-        print(f"  {name} (rate under the profiler "
-              f"{prof[name]['rate_under_profiler'] / 1e3:.1f} kpps)")
-        for side, what in (("tx", "A, device -> tunnel"), ("rx", "B, tunnel -> device")):
-            p = prof[name].get(side)
+        for side in ("tx", "rx"):
+            p = prof.get(name, {}).get(side)
             if not p:
                 continue
             if "own_by_line" in p:
-                print(f"    {side} ({what}): busy {100 * p['busy_core_share']:.0f}% of a core, "
-                      f"{p['syscall_pct']:.0f}% of it on lines making a system call; own time "
-                      "by line:")
+                print(f"  {name} {side} ({p['what']}): {p['rate_under_profiler'] / 1e3:.1f} kpps "
+                      f"under the profiler, daemon {p['daemon_cpu']:.0f}% of a core, "
+                      f"background {p['background']:.0f}%;\n    {p['syscall_pct']:.0f}% of the "
+                      "busy samples on lines calling the kernel (*); own time by line:")
                 for e in p["own_by_line"][:12]:
                     mark = "*" if e["syscall"] else " "
-                    print(f"      {e['pct']:5.1f}% {mark} {e['where']:32s} {e['code'][:60]}")
+                    print(f"      {e['pct']:5.1f}% {mark} {e['where']:34s} {e['code'][:58]}")
             else:
-                print(f"    {side} ({what}), own seconds:")
+                print(f"  {name} {side}, own seconds:")
                 for fn, sec in p["own_seconds"][:12]:
                     print(f"      {sec:7.3f}s  {fn}")
 
@@ -1036,7 +1051,6 @@ def plot(rows: Sequence[dict[str, Any]], cells: Sequence[dict[str, Any]],
         ax.set_xticks(xs)
         ax.set_xticklabels(labels, fontsize=7, rotation=45, ha="right")
         ax.set_ylabel(unit)
-        ax.set_yscale("log")
         ax.set_title(f"pyl2tp data plane vs Python floor vs kernel: {unit}")
         ax.legend()
         fig.tight_layout()
@@ -1044,17 +1058,29 @@ def plot(rows: Sequence[dict[str, Any]], cells: Sequence[dict[str, Any]],
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(str(path))
-    halves = [c for c in cells if c.get("half")]
+    halves = [c for c in cells if c.get("half") and c.get("mode", "closed") == "closed"]
     if halves:
         fig, ax = plt.subplots(figsize=(8, 4.5))
-        labels = [f"{c['half']}\n{c['system']}" for c in halves]
-        ax.bar(range(len(halves)), [c["pps"] / 1e3 for c in halves],
-               color=["tab:blue" if c["system"].startswith("pyl2tp") else "tab:orange"
-                      for c in halves])
-        ax.set_xticks(range(len(halves)))
-        ax.set_xticklabels(labels, fontsize=7)
-        ax.set_ylabel("kpps (64-byte frames)")
-        ax.set_title("one side alone (peer = kernel) and end to end: 1 vs 2 workers")
+        groups = ("encap", "decap", "e2e")
+        bars = (("floor, 1 worker", "floor-1w", "floor-e2e-1w", "tab:orange"),
+                ("floor, 2 workers", "floor-2w", "floor-e2e-2w", "tab:red"),
+                ("pyl2tp (1 worker)", "pyl2tp-udp", None, "tab:blue"))
+        for k, (label, half_sys, e2e_sys, color) in enumerate(bars):
+            xs, vals = [], []
+            for g, half in enumerate(groups):
+                c = find(halves, system=e2e_sys if half == "e2e" else half_sys, half=half)
+                if c is not None:
+                    xs.append(g + (k - 1) * 0.27)
+                    vals.append(c["pps"] / 1e3)
+            ax.bar(xs, vals, 0.27, label=label, color=color)
+            for x, v in zip(xs, vals, strict=True):
+                ax.text(x, v, f"{v:.0f}", ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels(["encap alone\n(TAP -> UDP)", "decap alone\n(UDP -> TAP)",
+                            "end to end\n(both sides)"])
+        ax.set_ylabel("kpps (64-byte frames), closed loop")
+        ax.set_title("1 vs 2 worker processes (multi-queue TAP + SO_REUSEPORT), 2 cores")
+        ax.legend()
         fig.tight_layout()
         path = outdir / "dataplane-workers.png"
         fig.savefig(path, dpi=110)
