@@ -250,6 +250,24 @@ def measure(opts: Opts, tx: NetNS, rx: NetNS, tx_ifs: Sequence[str], rx_ifs: Seq
     return out
 
 
+def wait_quiet(limit: float, threshold: float = QUIET) -> float:
+    """Wait at most ``limit`` seconds until two 2-second windows in a row show the machine busy
+    below ``threshold`` % of one core (this harness idles meanwhile); return the wait."""
+    t0 = time.monotonic()
+    calm = 0
+    while time.monotonic() - t0 < limit:
+        busy0, total0 = _system_busy()
+        time.sleep(2)
+        busy1, total1 = _system_busy()
+        busy = 100 * (os.cpu_count() or 1) * (busy1 - busy0) / max(1, total1 - total0)
+        calm = calm + 1 if busy < threshold else 0
+        if calm >= 2:
+            break
+        if not calm:
+            log(f"   machine busy ({busy:.0f}% of a core with other work); waiting")
+    return round(time.monotonic() - t0, 1)
+
+
 # -- namespaces and processes --------------------------------------------------------------------
 
 
@@ -1114,6 +1132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--profile", action="store_true",
                    help="also sample the daemons with py-spy (cProfile if missing)")
     p.add_argument("--profile-seconds", type=float, default=8.0)
+    p.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
+                   help="before each phase, wait up to SECONDS (in all) for other work on the "
+                        "machine to fall below a quarter of a core")
     p.add_argument("--python-generator", action="store_true",
                    help="use gen_py.py even if gcc exists")
     p.add_argument("--output", default=str(RESULTS / "dataplane.json"))
@@ -1151,17 +1172,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         gen = Generator.build(workdir, args.python_generator)
         log(f"generator: {gen.kind}")
         opts = Opts(duration, warmup, args.window, gen, workdir)
+        waited = 0.0
+
+        def quiet() -> None:
+            nonlocal waited
+            if args.wait_quiet > waited:
+                waited += wait_quiet(args.wait_quiet - waited)
+
         with Topology() as topo:
             net = build_net(topo)
             log(f"namespaces {net.a.name} <-> {net.b.name}, veth {net.veth_a}/{net.veth_b}")
             if "generator" in parts:
+                quiet()
                 generator_ceiling(res, opts, net, 1)
             if want:
                 for n in sessions:
+                    quiet()
                     main_phase(res, opts, net, n, rounds, want)
             if "workers" in parts:
+                quiet()
                 workers_phase(res, opts, net, rounds, args.styles)
             if args.profile:
+                quiet()
                 prof = profile_phase(opts, net, out.parent, args.profile_seconds)
     elapsed = time.monotonic() - started
 
@@ -1176,7 +1208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"each cell: median of {rounds} interleaved round(s) of {duration:g} s "
           f"(+{warmup:g} s warm-up), leaving out rounds during which other processes used "
           f"{QUIET:g}% of a core or more\n(! = no such quiet round: all rounds used); "
-          f"total {elapsed:.0f} s")
+          f"total {elapsed:.0f} s"
+          + (f", of which {waited:.0f} s waiting for a quiet machine" if waited else ""))
     print("pyl2tp and floor: kpps or Mbit/s of inner frames delivered; kernel: VXLAN over the "
           "same veth (Ethernet frames, also on the PPP rows),\nbounded by the generator: its "
           "single thread runs the kernel's whole path and is ~100% busy, so read it as a "
@@ -1190,7 +1223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if prof:
         print_profile(prof)
 
-    doc = {"machine": machine, "generator": gen.kind, "duration": duration, "warmup": warmup,
+    doc = {"machine": machine, "generator": gen.kind, "waited_for_quiet_s": waited,
+           "duration": duration, "warmup": warmup,
            "rounds": rounds, "window": args.window, "sessions": sessions,
            "elapsed_seconds": round(elapsed, 1), "rows": rows, "cells": cells,
            "samples": res.samples, "profile": prof}
