@@ -207,7 +207,7 @@ class Profiler:
 
     def __init__(self, name: str, pid: int, enabled: bool, sink: dict[str, Any]) -> None:
         self.name, self.pid, self.enabled, self.sink = name, pid, enabled, sink
-        self.path = Path(f"{PREFIX}-profile-{name}.txt")
+        self.path = Path(f"{PREFIX}-py-spy-{name}.txt")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Profiler:
@@ -1083,12 +1083,14 @@ def main() -> int:
     run("sessions_v2_nodev", lambda: {"runs": [
         sessions_run(100, 100, 2, "ppp", profile="sessions-v2" if i == 0 and prof else None,
                      profiles=profiles) for i in range(scale.s1_repeats)]})
-    run("sessions_v3_nodev", lambda: sessions_run(100, 100, 3, "ppp"))
+    run("sessions_v3_nodev", lambda: sessions_run(
+        100, 100, 3, "ppp", profile="sessions-v3" if prof else None, profiles=profiles))
     run("sessions_v3_tap", lambda: sessions_run(
         scale.tap_tunnels, 100, 3, "eth", profile="sessions-tap" if prof else None,
         profiles=profiles, teardown_probe=True))
     if scale.density:
-        run("sessions_density", lambda: sessions_run(*scale.density, 2, "ppp"))
+        run("sessions_density", lambda: sessions_run(
+            *scale.density, 2, "ppp", profile="density" if prof else None, profiles=profiles))
     run("sessions_v2_small", lambda: _small(sessions_run(100, 20, 2, "ppp")))
     run("tunnels", lambda: tunnels_run(
         scale, hello=10 if scale.quick else 60, burst=scale.tunnels_burst,
@@ -1114,7 +1116,8 @@ def main() -> int:
     rep = build_report(results)
     results["table"] = [r.__dict__ for r in rep.rows]
     try:
-        results["plots"] = plots(results)
+        # A profiled run's figures are perturbed by the sampler: no plots of them.
+        results["plots"] = [] if prof else plots(results)
     except Exception as exc:
         results["errors"]["plots"] = f"{type(exc).__name__}: {exc}"
     Path(args.output).write_text(json.dumps(results, indent=1) + "\n")
@@ -1135,7 +1138,7 @@ def main() -> int:
         print(f"\nprofile {name} ({pr['samples']} samples, py-spy --function):")
         for row in pr["cumulative"][:15]:
             print(f"  {row['pct']:5.1f}%  {row['function']}")
-    print(f"\nwrote {args.output} and {', '.join(results.get('plots', []))}")
+    print(f"\nwrote {', '.join([args.output, *results.get('plots', [])])}")
     return 0 if not results["errors"] else 1
 
 
