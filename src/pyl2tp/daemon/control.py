@@ -47,13 +47,15 @@ def wildcard(family: int) -> str:
 
 def source_address(family: int, peer: str) -> str:
     """The local address the routing table picks towards ``peer`` (for display and for the
-    data-plane tunnel's ``local``), found with an unbound connected UDP socket."""
-    with socket.socket(family, socket.SOCK_DGRAM) as probe:
-        try:
+    data-plane tunnel's ``local``), found with an unbound connected UDP socket. Any failure,
+    including running out of descriptors (EMFILE) for the probe itself, gives the wildcard:
+    raising here would leave a control connection up without its data-plane tunnel."""
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
             probe.connect((peer, L2TP_PORT))
             return str(probe.getsockname()[0])
-        except OSError:
-            return wildcard(family)
+    except OSError:
+        return wildcard(family)
 
 
 class ControlDriver:
