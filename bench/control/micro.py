@@ -131,11 +131,11 @@ def patch() -> None:
         self._dialled = getattr(self, "_dialled", 0) + 1  # type: ignore[attr-defined]
         return orig_dial(self, *a, **kw)
 
-    plane_mod.ControlPlane._tie = tie  # type: ignore[method-assign]
+    plane_mod.ControlPlane._tie = tie  # type: ignore[method-assign,assignment]
     plane_mod.ControlPlane.dial = dial  # type: ignore[method-assign]
 
     def next_deadline(self: Any) -> float | None:
-        best = self.transport.next_deadline()
+        best: float | None = self.transport.next_deadline()
         for t in (self._setup_deadline, self._hello_due):
             if t is not None and (best is None or t < best):
                 best = t

@@ -150,7 +150,7 @@ class Rig:
         except BaseException:
             self.topo.close()
             raise
-        self.closers: list[Callable[[], None]] = []
+        self.closers: list[Callable[[], object]] = []
 
     def __enter__(self) -> Rig:
         return self
@@ -606,7 +606,7 @@ def xl2tpd_lns(rig: Rig) -> Iterator[xl.Xl2tpd]:
     orig = xl._stub_script
     # Lighter than the harness's stub (which records its arguments and copies the pty to a
     # file): one exec of cat per session, so that xl2tpd's own cost dominates.
-    xl._stub_script = lambda _rec, _cap: "#!/bin/sh\nexec cat >/dev/null 2>&1\n"
+    xl._stub_script = lambda record, capture_dir: "#!/bin/sh\nexec cat >/dev/null 2>&1\n"
     try:
         d = xl.Xl2tpd(rig.lns_ns, rig.lns_ip, [xl.LnsSection(extra={"assign ip": "no"})],
                       debug=False)
@@ -865,7 +865,8 @@ def build_report(r: dict[str, Any]) -> Report:
                     f"{idle['lac_cpu_pct']:.2f} %)",
                     f"{idle['lns_cpu_pct']:.2f} % of a core", "< 5 %",
                     idle["lns_cpu_pct"] < 5,
-                    xl2tpd=f"{xi['cpu_pct']:.2f} % ({xt['established']:,} tunnels)" if xi else "-",
+                    xl2tpd=f"{xi['cpu_pct']:.2f} % ({xt['established']:,} tunnels)"
+                    if xi and xt else "-",
                     ratio=f"{idle['lns_cpu_pct'] / xi['cpu_pct']:.2f}x"
                     if xi and xi["cpu_pct"] else "-")
     for key in ("hello10", "tunnels"):
@@ -1049,6 +1050,14 @@ def main() -> int:
     if os.geteuid() != 0:
         print("run as root (network namespaces, TAP devices)", file=sys.stderr)
         return 1
+
+    def interrupted(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    # Tear down namespaces and daemons on SIGTERM too, and on SIGINT even when started in the
+    # background of a non-interactive shell (which would leave SIGINT ignored).
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
     scale = QUICK if args.quick else FULL
     global PREFIX
     out = Path(args.output)
@@ -1089,8 +1098,10 @@ def main() -> int:
         scale.tap_tunnels, 100, 3, "eth", profile="sessions-tap" if prof else None,
         profiles=profiles, teardown_probe=True))
     if scale.density:
+        d_tunnels, d_sessions = scale.density
         run("sessions_density", lambda: sessions_run(
-            *scale.density, 2, "ppp", profile="density" if prof else None, profiles=profiles))
+            d_tunnels, d_sessions, 2, "ppp", profile="density" if prof else None,
+            profiles=profiles))
     run("sessions_v2_small", lambda: _small(sessions_run(100, 20, 2, "ppp")))
     run("tunnels", lambda: tunnels_run(
         scale, hello=10 if scale.quick else 60, burst=scale.tunnels_burst,
