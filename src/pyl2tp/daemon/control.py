@@ -31,6 +31,8 @@ from pyl2tp.errors import L2tpError
 from pyl2tp.wire.constants import L2TP_PORT, CDNResult, EncapType, StopCCNResult
 from pyl2tp.wire.message import ControlMessage
 
+from .deadline import DeadlineTimer
+
 log = logging.getLogger("pyl2tp.control")
 
 Policy = Callable[[Endpoint, tuple[str, int], ControlMessage], Decision]
@@ -78,8 +80,7 @@ class ControlDriver:
         self._refs: dict[Endpoint, int] = {}
         # Control connections holding a reference on their socket (conn.local).
         self._holding: set[int] = set()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = DeadlineTimer(loop, self._on_timer)
         self._tunnels: dict[int, Tunnel] = {}   # control tunnel id -> data-plane tunnel
         self._sessions: dict[tuple[int, int], Session] = {}
         # Called with every control-plane event after the data plane has followed it.
@@ -196,8 +197,6 @@ class ControlDriver:
         self._pump()
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
         self.plane.handle_timer(self.loop.time())
         self._pump()
 
@@ -219,13 +218,7 @@ class ControlDriver:
                         observer(event)
                 except Exception:  # one bad event must not stop the others or the loop
                     log.exception("control event %r failed", event)
-        deadline = self.plane.next_deadline()
-        if deadline != self._timer_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = None if deadline is None else self.loop.call_at(deadline,
-                                                                            self._on_timer)
-            self._timer_at = deadline
+        self._timer.arm(self.plane.next_deadline())
 
     # ---- events -> data plane -----------------------------------------------------------------
 
@@ -341,8 +334,7 @@ class ControlDriver:
         """Tell every peer we are going (StopCCN 6) before the sockets close."""
         with contextlib.suppress(Exception):
             self.close_all()
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         if self._on_registry in self.registry.listeners:
             self.registry.listeners.remove(self._on_registry)
 

@@ -31,6 +31,7 @@ from pyl2tp.ppp.protocols import PROTO_IPCP
 from pyl2tp.pw.ppp import PppChannel
 
 from . import ifaddr
+from .deadline import DeadlineTimer
 
 log = logging.getLogger("pyl2tp.ppp")
 
@@ -66,8 +67,7 @@ class PppEndpoint:
         self.peer6: IPv4Address | IPv6Address | None = None
         self.dns: tuple[IPv4Address, ...] = ()
         self.rx_no_device = 0
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = DeadlineTimer(loop, self._on_timer)
         self._verify: asyncio.Task[None] | None = None
         self._config_task: asyncio.Task[None] | None = None
         self._device_up = False
@@ -180,17 +180,9 @@ class PppEndpoint:
                 log.exception("%s: PPP event %r failed", self.label, event)
         if self._closed:
             return
-        deadline = link.next_deadline()
-        if deadline != self._timer_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = None if deadline is None else self.loop.call_at(deadline,
-                                                                            self._on_timer)
-            self._timer_at = deadline
+        self._timer.arm(link.next_deadline())
 
     def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
         self.link.handle_timer(self.loop.time())
         self._drive()
 
@@ -339,9 +331,7 @@ class PppEndpoint:
         if self._closed:
             return
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
         if self._verify is not None:
             self._verify.cancel()
         if self._config_task is not None:
