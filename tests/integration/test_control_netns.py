@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.support.daemon import Daemon, ping, start_all
+from tests.support.daemon import Daemon, ping, start_all, write_temp
 from tests.support.netns import Topology, wait_for
 
 pytestmark = pytest.mark.netns
@@ -70,9 +70,7 @@ def net() -> Iterator[Net]:
         wait_for(lambda: "tentative" not in a.ip("-6", "addr").stdout
                  and "tentative" not in b.ip("-6", "addr").stdout, timeout=10,
                  message="IPv6 addresses to settle")
-        fd, path = tempfile.mkstemp(suffix=".toml")
-        with os.fdopen(fd, "w") as f:
-            f.write(LNS_CONFIG)
+        path = write_temp(LNS_CONFIG)
         lac = Daemon(a)
         lns = Daemon(b, extra_args=["--config", path])
         try:
@@ -182,7 +180,6 @@ def test_wrong_secret_is_refused(net: Net) -> None:
 
 def test_configured_lac_dials_at_start_and_on_sighup(net: Net) -> None:
     a = net.topo["lac"]
-    fd, path = tempfile.mkstemp(suffix=".toml")
     config = """
 [daemon]
 host_name = "lac"
@@ -199,8 +196,7 @@ pw_type = "eth"
 count = 2
 ifname = "cfg%d"
 """
-    with os.fdopen(fd, "w") as f:
-        f.write(config)
+    path = write_temp(config)
     sock = os.path.join(tempfile.gettempdir(), f"pyl2tp-cfg-{os.getpid()}.sock")
     lac2 = Daemon(a, sock, extra_args=["--config", path])
     try:

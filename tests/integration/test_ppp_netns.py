@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.support.daemon import Daemon, ping, start_all
+from tests.support.daemon import Daemon, ping, start_all, write_temp
 from tests.support.netns import NetNS, Topology, wait_for
 
 pytestmark = pytest.mark.netns
@@ -86,13 +85,6 @@ pw_type = "ppp"
 """
 
 
-def _write(text: str) -> str:
-    fd, path = tempfile.mkstemp(suffix=".conf")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    return path
-
-
 def ppp_links(d: Daemon) -> list[dict[str, Any]]:
     result: list[dict[str, Any]] = json.loads(d.cli(["ppp", "show", "-j"]).stdout)
     return result
@@ -122,9 +114,9 @@ def net() -> Iterator[Net]:
     with Topology() as topo:
         a, b = topo.add("plac"), topo.add("plns")
         topo.veth(a, b, "10.73.0.1/24", "10.73.0.2/24")
-        secrets = _write(SECRETS)
-        lns_cfg = _write(LNS_CONFIG.format(secrets=secrets))
-        lac_cfg = _write(LAC_CONFIG.format(peer="10.73.0.2"))
+        secrets = write_temp(SECRETS)
+        lns_cfg = write_temp(LNS_CONFIG.format(secrets=secrets))
+        lac_cfg = write_temp(LAC_CONFIG.format(peer="10.73.0.2"))
         lns = Daemon(b, extra_args=["--config", lns_cfg])
         lac = Daemon(a, extra_args=["--config", lac_cfg])
         try:
@@ -230,9 +222,9 @@ def test_switch_relays_ppp_between_two_tunnels() -> None:
         lac_ns, sw_ns, lns_ns = topo.add("slac"), topo.add("ssw"), topo.add("slns")
         topo.veth(lac_ns, sw_ns, "10.74.0.1/24", "10.74.0.2/24")
         topo.veth(sw_ns, lns_ns, "10.74.1.1/24", "10.74.1.2/24")
-        secrets = _write(SECRETS)
-        paths = [secrets, _write(LNS_CONFIG.format(secrets=secrets)), _write(SWITCH_CONFIG),
-                 _write(LAC_CONFIG.format(peer="10.74.0.2"))]
+        secrets = write_temp(SECRETS)
+        paths = [secrets, write_temp(LNS_CONFIG.format(secrets=secrets)), write_temp(SWITCH_CONFIG),
+                 write_temp(LAC_CONFIG.format(peer="10.74.0.2"))]
         lns = Daemon(lns_ns, extra_args=["--config", paths[1]])
         switch = Daemon(sw_ns, extra_args=["--config", paths[2]])
         lac = Daemon(lac_ns, extra_args=["--config", paths[3]])

@@ -14,12 +14,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from tests.support.daemon import Daemon
+from tests.support.daemon import Daemon, write_temp
 from tests.support.netns import NetNS, veth, wait_for
 from tests.support.xl2tpd import (
     CALL_ESTABLISHED_LAC,
@@ -82,9 +81,7 @@ def rig(netns_factory: Callable[[str], NetNS]) -> Iterator[Rig]:
     require_xl2tpd()
     py_ns, xl_ns = netns_factory("py"), netns_factory("xl")
     veth(py_ns, xl_ns, f"{PY_ADDR}/24", f"{XL_ADDR}/24")
-    fd, path = tempfile.mkstemp(suffix=".toml")
-    with os.fdopen(fd, "w") as f:
-        f.write(PY_CONFIG)
+    path = write_temp(PY_CONFIG)
     py = Daemon(py_ns, extra_args=["--config", path])
     try:
         py.start()

@@ -105,10 +105,9 @@ from tests.support.kernelvm import (
     L2TP_MODULES,
     REPO_ROOT,
     GuestResult,
-    ensure_vm_built,
     modprobe_lines,
+    require_vm,
     run_guest,
-    vm_available,
 )
 from tests.support.netns import NetNS
 
@@ -643,18 +642,9 @@ def parse_wire(path: str) -> list[WirePacket]:
     return out
 
 
-def _require_vm() -> None:
-    if not vm_available():
-        reason = "kernelvm: needs the VM tool, QEMU and root"
-        if os.environ.get("CI", "").strip().lower() == "true":
-            pytest.fail(reason, pytrace=False)  # CI must not turn interop into silent skips
-        pytest.skip(reason)
-    ensure_vm_built()
-
-
 @pytest.fixture(scope="module")
 def run() -> Iterator[Run]:
-    _require_vm()
+    require_vm()
     t0 = time.monotonic()
     host = NetNS("kvh")
     cmp_ns = NetNS("kvc")

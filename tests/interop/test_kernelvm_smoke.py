@@ -7,27 +7,20 @@ plainly instead of a dozen interop tests failing with confusing guest output.
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 from tests.support.kernelvm import (
     L2TP_MODULES,
-    ensure_vm_built,
     modprobe_lines,
+    require_vm,
     run_guest,
-    vm_available,
 )
 
 pytestmark = [pytest.mark.kernelvm, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def test_guest_loads_l2tp_and_ip_l2tp_round_trips() -> None:
-    if not vm_available():
-        reason = "kernelvm: needs the VM tool, QEMU and root"
-        if os.environ.get("CI", "").strip().lower() == "true":
-            pytest.fail(reason, pytrace=False)  # CI must not turn interop into silent skips
-        pytest.skip(reason)
-    ensure_vm_built()
+    require_vm()
     # Documentation addresses on a dummy device inside the throwaway guest only.
     script = (
         modprobe_lines(("dummy", *L2TP_MODULES))

@@ -18,39 +18,29 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from tests.support.daemon import Daemon, ping
-from tests.support.kernelvm import GuestResult, ensure_vm_built, run_guest, vm_available
+from tests.support.daemon import Daemon, ping, write_temp
+from tests.support.kernelvm import GuestResult, run_guest
 from tests.support.netns import NetNS, wait_for
-from tests.support.pppvm import combine, lac_fragment, lns_script, parse_markers, ping_checks
+from tests.support.pppvm import (
+    combine,
+    lac_fragment,
+    lns_script,
+    parse_markers,
+    ping_checks,
+    require_pppd_vm,
+)
 from tests.support.pppvm import prelude as guest_prelude
 
 pytestmark = [pytest.mark.kernelvm, pytest.mark.slow, pytest.mark.timeout(600)]
 
 USERS = {"pap": ("pat", "pap secret"), "chap-md5": ("chad", "chap secret"),
          "mschap-v2": ("mike", "ms secret")}
-
-
-def _require_vm() -> None:
-    if not vm_available():
-        reason = "kernelvm: needs the VM tool, QEMU and root"
-        if os.environ.get("CI", "").strip().lower() == "true":
-            pytest.fail(reason, pytrace=False)  # CI must not turn interop into silent skips
-        pytest.skip(reason)
-    ensure_vm_built()
-
-
-def _write(text: str) -> str:
-    fd, path = tempfile.mkstemp(suffix=".conf")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    return path
 
 
 def _links(d: Daemon) -> list[dict[str, Any]]:
@@ -125,10 +115,10 @@ ppp = "lns"
 
 @pytest.fixture(scope="module")
 def lns_run() -> Iterator[Run]:
-    _require_vm()
+    require_pppd_vm()
     ns = NetNS("pvl")
-    secrets = _write("".join(f'{u} * "{p}"\n' for u, p in USERS.values()))
-    cfg = _write(LNS_CONFIG.format(secrets=secrets))
+    secrets = write_temp("".join(f'{u} * "{p}"\n' for u, p in USERS.values()))
+    cfg = write_temp(LNS_CONFIG.format(secrets=secrets))
     daemon = Daemon(ns, extra_args=["--config", cfg])
     try:
         daemon.start()
@@ -215,9 +205,9 @@ pw_type = "ppp"
 
 @pytest.fixture(scope="module")
 def client_run() -> Iterator[Run]:
-    _require_vm()
+    require_pppd_vm()
     ns = NetNS("pvc")
-    cfg = _write(CLIENT_CONFIG)
+    cfg = write_temp(CLIENT_CONFIG)
     daemon = Daemon(ns, extra_args=["--config", cfg])
     try:
         script = lns_script(local_ip="10.209.9.1", ip_range="10.209.9.20-10.209.9.30",

@@ -27,14 +27,12 @@ builders and the marker parser need no VM. The boot takes about a minute of wall
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
-from tests.support.kernelvm import GuestResult, ensure_vm_built, run_guest, vm_available
+from tests.support.kernelvm import GuestResult, run_guest
 from tests.support.pppvm import (
     combine,
     guest_log,
@@ -46,6 +44,7 @@ from tests.support.pppvm import (
     parse_markers,
     ping_checks,
     prelude,
+    require_pppd_vm,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -120,24 +119,9 @@ def _vm(test: F) -> F:
     return test
 
 
-def _require_vm() -> None:
-    reason = None
-    if not vm_available():
-        reason = "kernelvm: needs the VM tool, QEMU and root"
-    elif shutil.which("xl2tpd") is None and not os.access("/usr/sbin/xl2tpd", os.X_OK):
-        reason = "the guest runs the host's xl2tpd, which is not installed (apt install xl2tpd)"
-    elif not os.access("/usr/sbin/pppd", os.X_OK):
-        reason = "the guest runs the host's pppd, which is not installed (apt install ppp)"
-    if reason:
-        if os.environ.get("CI", "").strip().lower() == "true":
-            pytest.fail(reason, pytrace=False)  # CI must not turn interop into silent skips
-        pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def guest() -> Iterator[GuestResult]:
-    _require_vm()
-    ensure_vm_built()
+    require_pppd_vm()
     script = prelude() + combine(*(frag for k in PAIRS for frag in _pair(k)))
     res = run_guest(script, timeout=400).check()
     print(

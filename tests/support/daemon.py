@@ -50,6 +50,14 @@ __all__ = [
 RUN_DIR = "/run/pyl2tp"
 
 
+def write_temp(text: str, suffix: str = ".toml") -> str:
+    """A daemon configuration or secrets file for a test; the caller unlinks it."""
+    fd, path = tempfile.mkstemp(suffix=suffix)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return path
+
+
 def pyl2tp_argv() -> list[str]:
     """The ``pyl2tp`` console script of the running interpreter's environment.
 

@@ -60,6 +60,7 @@ __all__ = [
     "KernelVMError",
     "ensure_vm_built",
     "modprobe_lines",
+    "require_vm",
     "run_guest",
     "vm_available",
     "vm_cache_dir",
@@ -146,6 +147,20 @@ def vm_available() -> bool:
 def vm_ready() -> bool:
     """The VM can boot right now without building its image first."""
     return vm_available() and (vm_cache_dir() / "ready").exists()
+
+
+def require_vm(missing: str | None = None) -> None:
+    """Skip the calling test unless the VM can run here and ``missing`` (a further unmet
+    prerequisite, described) is None; under CI=true fail instead, so that interop cannot turn
+    into silent skips. Then make sure the image is built."""
+    import pytest
+
+    reason = missing if vm_available() else "kernelvm: needs the VM tool, QEMU and root"
+    if reason:
+        if os.environ.get("CI", "").strip().lower() == "true":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    ensure_vm_built()
 
 
 def ensure_vm_built(timeout: float = 900) -> None:

@@ -107,12 +107,14 @@ What a peer of these scripts sees (pppd 2.4.9 with the pppol2tp plugin, checked 
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import shlex
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .kernelvm import modprobe_lines
+from .kernelvm import modprobe_lines, require_vm
 
 __all__ = [
     "AUTH_METHODS",
@@ -129,6 +131,7 @@ __all__ = [
     "parse_markers",
     "ping_checks",
     "prelude",
+    "require_pppd_vm",
 ]
 
 #: PPP authentication methods the scripts configure (``none``: no PPP authentication at all).
@@ -409,6 +412,17 @@ def _lines(items: Iterable[str]) -> str:
 
 
 # -- the script parts ----------------------------------------------------------------------------
+
+
+def require_pppd_vm() -> None:
+    """:func:`~tests.support.kernelvm.require_vm`, plus the host's xl2tpd and pppd, which the
+    guest runs."""
+    missing = None
+    if shutil.which("xl2tpd") is None and not os.access("/usr/sbin/xl2tpd", os.X_OK):
+        missing = "the guest runs the host's xl2tpd, which is not installed (apt install xl2tpd)"
+    elif not os.access("/usr/sbin/pppd", os.X_OK):
+        missing = "the guest runs the host's pppd, which is not installed (apt install ppp)"
+    require_vm(missing)
 
 
 def prelude(
