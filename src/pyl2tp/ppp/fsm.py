@@ -324,10 +324,22 @@ class NegotiationPolicy(ABC):
     def judge_option(self, option: Option) -> OptionVerdict:
         """Ack, Nak (with acceptable values) or Reject one option the peer requested."""
 
+    single_instance: frozenset[int] = frozenset()
+    """Option types that may appear once per request: a repeat is Rejected on its own
+    (RFC 1661 §6: "only one instance"), the first is judged as usual."""
+
     def judge_request(self, options: Sequence[Option]) -> Sequence[OptionVerdict]:
-        """One verdict per option, in order. Override to judge options that interact (for
-        example duplicates of a single-instance option)."""
-        return [self.judge_option(option) for option in options]
+        """One verdict per option, in order. Override to judge options that interact beyond
+        the duplicates of :attr:`single_instance`."""
+        seen: set[int] = set()
+        verdicts: list[OptionVerdict] = []
+        for option in options:
+            if option.type in self.single_instance and option.type in seen:
+                verdicts.append(REJECT)
+            else:
+                seen.add(option.type)
+                verdicts.append(self.judge_option(option))
+        return verdicts
 
     def desired_options(self, requested: Sequence[Option]) -> Sequence[Option]:
         """Options we want the peer to request but it did not: appended to a Configure-Nak

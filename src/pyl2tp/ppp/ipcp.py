@@ -107,6 +107,10 @@ class IpcpPolicy(RenegotiatingPolicy):
     """IPCP's negotiation decisions and results for one link (see the module docstring)."""
 
     protocol = PROTO_IPCP
+    single_instance = frozenset(
+        (IpcpOption.IP_ADDRESS, IpcpOption.PRIMARY_DNS, IpcpOption.SECONDARY_DNS)
+    )
+    """Every other type is Rejected anyway, repeated or not."""
 
     def __init__(self, config: IpcpConfig) -> None:
         self.config = config
@@ -186,17 +190,6 @@ class IpcpPolicy(RenegotiatingPolicy):
             self.failure = "could not determine our IP address"
 
     # -- the peer's request ---------------------------------------------------------------------
-
-    def judge_request(self, options: Sequence[Option]) -> Sequence[OptionVerdict]:
-        seen: set[int] = set()
-        verdicts: list[OptionVerdict] = []
-        for option in options:
-            if option.type in seen:
-                verdicts.append(REJECT)
-            else:
-                seen.add(option.type)
-                verdicts.append(self.judge_option(option))
-        return verdicts
 
     def judge_option(self, option: Option) -> OptionVerdict:
         if option.type == IpcpOption.IP_ADDRESS:

@@ -83,6 +83,7 @@ class Ipv6cpPolicy(RenegotiatingPolicy):
     """IPV6CP's negotiation decisions and results for one link (see the module docstring)."""
 
     protocol = PROTO_IPV6CP
+    single_instance = frozenset((INTERFACE_IDENTIFIER,))
 
     def __init__(
         self,
@@ -167,17 +168,6 @@ class Ipv6cpPolicy(RenegotiatingPolicy):
             self.failure = "no interface identifier could be negotiated"
 
     # -- the peer's request ---------------------------------------------------------------------
-
-    def judge_request(self, options: Sequence[Option]) -> Sequence[OptionVerdict]:
-        seen = False
-        verdicts: list[OptionVerdict] = []
-        for option in options:
-            if option.type == INTERFACE_IDENTIFIER and seen:
-                verdicts.append(REJECT)
-                continue
-            seen = seen or option.type == INTERFACE_IDENTIFIER
-            verdicts.append(self.judge_option(option))
-        return verdicts
 
     def judge_option(self, option: Option) -> OptionVerdict:
         if option.type != INTERFACE_IDENTIFIER:

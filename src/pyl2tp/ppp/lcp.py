@@ -150,6 +150,7 @@ class LcpPolicy(RenegotiatingPolicy):
 
     protocol = PROTO_LCP
     extension_codes = frozenset((Code.IDENTIFICATION, Code.TIME_REMAINING))
+    single_instance = _SINGLE_INSTANCE
 
     def __init__(
         self,
@@ -303,17 +304,6 @@ class LcpPolicy(RenegotiatingPolicy):
         self._consecutive_loops = 0
 
     # -- the peer's request ---------------------------------------------------------------------
-
-    def judge_request(self, options: Sequence[Option]) -> Sequence[OptionVerdict]:
-        seen: set[int] = set()
-        verdicts: list[OptionVerdict] = []
-        for option in options:
-            if option.type in _SINGLE_INSTANCE and option.type in seen:
-                verdicts.append(REJECT)
-            else:
-                seen.add(option.type)
-                verdicts.append(self.judge_option(option))
-        return verdicts
 
     def judge_option(self, option: Option) -> OptionVerdict:
         kind = option.type
