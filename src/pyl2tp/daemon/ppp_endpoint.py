@@ -71,7 +71,6 @@ class PppEndpoint:
         self._verify: asyncio.Task[None] | None = None
         self._config_task: asyncio.Task[None] | None = None
         self._device_up = False
-        self._last_ipv6: IPv6Address | None = None
         self._closed = False
         channel.on_frame = self._on_frame
 
@@ -209,12 +208,9 @@ class PppEndpoint:
         self._configure(lambda: self._network_up_async(event))
 
     def _network_down(self, event: NetworkDown) -> None:
-        if event.protocol == PROTO_IPCP:
-            self.ipv4 = None
-        else:
-            self.ipv6 = None
         if self.dev is not None:
             name = self.dev.name
+            # Queued behind any pending "up", so it removes what that up installs.
             self._configure(lambda: self._network_down_async(event, name))
 
     def _configure(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -262,7 +258,7 @@ class PppEndpoint:
                                 "configured", self.label, name, dev.get_mtu(), IPV6_MIN_MTU)
                     return
                 await ifaddr.add_ipv6_link_local(name, event.local)
-                self.ipv6 = self._last_ipv6 = event.local
+                self.ipv6 = event.local
                 self.peer6 = event.peer
                 log.info("%s: %s IPv6 up, local %s peer %s", self.label, name, event.local,
                          event.peer)
@@ -276,9 +272,11 @@ class PppEndpoint:
 
     async def _network_down_async(self, event: NetworkDown, name: str) -> None:
         if event.protocol == PROTO_IPCP:
+            self.ipv4 = None
             await ifaddr.remove_ipv4(name)
-        elif isinstance(self._last_ipv6, IPv6Address):
-            await ifaddr.remove_ipv6(name, self._last_ipv6)
+        elif self.ipv6 is not None:
+            local6, self.ipv6 = self.ipv6, None
+            await ifaddr.remove_ipv6(name, local6)
 
     def _ensure_device(self) -> None:
         if self.dev is not None:

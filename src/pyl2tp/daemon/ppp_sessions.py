@@ -45,6 +45,12 @@ CallKey = tuple[int, int]
 """(control connection id, local session id)."""
 
 
+def _ipcp(profile: PppProfile, peer: IPv4Address | None) -> IpcpConfig:
+    """What a profile offers in IPCP, with ``peer`` as the peer's address."""
+    return IpcpConfig(local_address=profile.local_ip, peer_address=peer,
+                      dns=tuple(profile.dns), request_dns=profile.request_dns)
+
+
 class _Secrets:
     """A secrets file, re-read when it changes on disk so edits apply without a restart."""
 
@@ -186,10 +192,7 @@ class PppManager:
         endpoint.start()
 
     def _link_config(self, profile: PppProfile, credentials: Credentials | None) -> LinkConfig:
-        ipcp = None
-        if profile.ipv4:
-            ipcp = IpcpConfig(local_address=profile.local_ip, peer_address=profile.peer_ip,
-                              dns=tuple(profile.dns), request_dns=profile.request_dns)
+        ipcp = _ipcp(profile, profile.peer_ip) if profile.ipv4 else None
         return LinkConfig(
             lcp=LcpConfig(mru=profile.mru, auth=tuple(profile.auth),
                           peer_auth=tuple(profile.peer_auth) if credentials else ()),
@@ -225,14 +228,10 @@ class PppManager:
         """The peer's address: the user's fixed one (secrets file, RADIUS) if any, else one
         from the pool. A link renegotiating keeps its lease unless another user has
         authenticated on it. Raises ValueError for an address IPCP cannot use."""
-        def offer(address: IPv4Address | None) -> IpcpConfig:
-            return IpcpConfig(local_address=profile.local_ip, peer_address=address,
-                              dns=tuple(profile.dns), request_dns=profile.request_dns)
-
         lease = self._leases.get(key)
         if lease is not None:
             if lease[2] == user:
-                return offer(lease[1])
+                return _ipcp(profile, lease[1])
             self._release(key)
         fixed = None
         if result is not None and result.address:
@@ -242,7 +241,7 @@ class PppManager:
                 return f"invalid address {result.address!r} for user {user!r}"
         pool = self._pool(profile)
         if fixed is not None:
-            config = offer(fixed)  # validates (raises) before anything is held
+            config = _ipcp(profile, fixed)  # validates (raises) before anything is held
             if fixed in self._fixed or (pool is not None and fixed in pool
                                         and not pool.reserve(fixed)):
                 return f"address {fixed} of user {user!r} is in use"
@@ -260,7 +259,7 @@ class PppManager:
         if address is None:
             return f"address pool {profile.pool} exhausted"
         self._leases[key] = (pool, address, user)
-        return offer(address)
+        return _ipcp(profile, address)
 
     def _finished(self, key: CallKey, call: Call, reason: str) -> None:
         self.endpoints.pop(key, None)

@@ -467,8 +467,7 @@ class PppLink:
 
     def _lcp_up(self, now: float) -> None:
         policy = self.lcp_policy
-        for automaton in (self.lcp, *self.ncps.values()):
-            automaton.peer_mru = policy.peer_mru
+        self.lcp.peer_mru = policy.peer_mru  # the NCPs get it when _network builds them
         self.phase = Phase.AUTHENTICATE
         self._echo_outstanding = 0
         interval = self.config.echo_interval
