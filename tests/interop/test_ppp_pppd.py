@@ -53,6 +53,20 @@ def _ppp_ifaces(ns: NetNS) -> list[str]:
     return [link["ifname"] for link in out if link["ifname"].startswith("ppp")]
 
 
+def _pings(ns: NetNS, link: dict[str, Any]) -> dict[str, bool]:
+    """Ping a PPP link's peer from the host, over IPv4 and over IPv6 link-local."""
+    return {"ping4": ping(ns, link["peer"], count=3, wait=3).ok,
+            "ping6": ping(ns, f"{link['peer6']}%{link['ifname']}", count=3, wait=3).ok}
+
+
+def _ifaces_after_teardown(ns: NetNS, timeout: float = 20) -> list[str]:
+    """The host's PPP interfaces once the guest's teardown had time to remove them."""
+    deadline = time.monotonic() + timeout
+    while _ppp_ifaces(ns) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return _ppp_ifaces(ns)
+
+
 class Run:
     def __init__(self, res: GuestResult, host: dict[str, Any], links: list[dict[str, Any]],
                  after: list[str]) -> None:
@@ -139,16 +153,12 @@ def lns_run() -> Iterator[Run]:
             peak[:] = _links(daemon)
             out: dict[str, Any] = {}
             for p in peak:
-                out[f"ping4 {p['user']}"] = ping(ns, p["peer"], count=3, wait=3).ok
-                out[f"ping6 {p['user']}"] = ping(ns, f"{p['peer6']}%{p['ifname']}", count=3,
-                                                 wait=3).ok
+                for family, ok in _pings(ns, p).items():
+                    out[f"{family} {p['user']}"] = ok
             return out
 
         res, host = _boot(script, ns, "pvlt0", "10.208.0.1/24", while_up)
-        deadline = time.monotonic() + 20
-        while _ppp_ifaces(ns) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        yield Run(res, host, peak, _ppp_ifaces(ns))
+        yield Run(res, host, peak, _ifaces_after_teardown(ns))
     finally:
         daemon.close()
         ns.close()
@@ -227,16 +237,10 @@ def client_run() -> Iterator[Run]:
                                  for p in _links(daemon)), timeout=150,
                      message="pyl2tp's PPP link to the guest LNS")
             peak[:] = _links(daemon)
-            link = peak[0]
-            return {"ping4": ping(ns, link["peer"], count=3, wait=3).ok,
-                    "ping6": ping(ns, f"{link['peer6']}%{link['ifname']}", count=3,
-                                  wait=3).ok}
+            return _pings(ns, peak[0])
 
         res, host = _boot(script, ns, tap, "10.209.0.1/24", while_up)
-        deadline = time.monotonic() + 20
-        while _ppp_ifaces(ns) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        yield Run(res, host, peak, _ppp_ifaces(ns))
+        yield Run(res, host, peak, _ifaces_after_teardown(ns))
     finally:
         daemon.close()
         ns.close()
