@@ -24,6 +24,7 @@ import math
 import os
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
 LINKTYPE_NULL = 0  # BSD loopback: 4-octet address family in host byte order
@@ -73,10 +74,13 @@ __all__ = [
     "LINKTYPE_NULL",
     "LINKTYPE_RAW",
     "SRC_MAC",
+    "IpInfo",
     "PcapWriter",
     "extract_l2tp",
     "internet_checksum",
     "ip_frame",
+    "ip_info",
+    "linux_sll_header",
     "read_pcap",
     "udp_frame",
 ]
@@ -463,3 +467,97 @@ def _from_transport(buf: memoryview, proto: int) -> tuple[str, bytes] | None:
     if ulen < 8:
         return None
     return "udp", bytes(buf[8 : min(ulen, len(buf))])
+
+
+# ---------------------------------------------------------------------------------------------
+# Live captures (``pyl2tp capture``)
+#
+# A capture on every interface mixes link types (Ethernet veths, the loopback, TUN devices with
+# no link header at all), so it is written as LINKTYPE_LINUX_SLL, the "cooked" header tcpdump
+# uses for ``-i any``: the packet type, the device's ARPHRD type and the protocol, then the IP
+# packet. The filter needs the outer addresses, ports and fragment identity of each packet.
+
+SLL_HEADER_LEN = 16
+
+
+def linux_sll_header(protocol: int, *, pkttype: int = 0, hatype: int = 1,
+                     addr: bytes = b"") -> bytes:
+    """The 16-octet ``LINKTYPE_LINUX_SLL`` header: packet type (0 to us, 4 outgoing, ...),
+    ARPHRD type, link-layer address (at most 8 octets kept), ethertype."""
+    addr = bytes(addr[:8])
+    return struct.pack("!HHH8sH", pkttype, hatype, len(addr), addr.ljust(8, b"\x00"),
+                       protocol)
+
+
+@dataclass(frozen=True, slots=True)
+class IpInfo:
+    """What a capture filter needs from an IP packet. ``sport``/``dport`` are None for a
+    non-first fragment or a protocol without ports; ``frag_id`` identifies the datagram a
+    fragment belongs to (None when the packet is not fragmented); ``offset`` is where the
+    transport header (or the L2TP header, for protocol 115) starts."""
+
+    src: str
+    dst: str
+    proto: int
+    sport: int | None = None
+    dport: int | None = None
+    frag_id: int | None = None
+    first: bool = True
+    offset: int = 0
+
+
+def ip_info(packet: bytes) -> IpInfo | None:
+    """Addresses, transport protocol, ports and fragment identity of an IPv4 or IPv6
+    packet; None for anything else or a header cut short. Never raises on garbage."""
+    n = len(packet)
+    if n < 1:
+        return None
+    version = packet[0] >> 4
+    if version == 4:
+        if n < 20:
+            return None
+        ihl = (packet[0] & 0x0F) * 4
+        if ihl < 20 or n < ihl:
+            return None
+        flags_off = (packet[6] << 8) | packet[7]
+        offset = flags_off & 0x1FFF
+        more = bool(flags_off & 0x2000)
+        ident = (packet[4] << 8) | packet[5] if (offset or more) else None
+        src = str(ipaddress.IPv4Address(packet[12:16]))
+        dst = str(ipaddress.IPv4Address(packet[16:20]))
+        return _with_ports(IpInfo(src, dst, packet[9], frag_id=ident, first=offset == 0,
+                                  offset=ihl), packet)
+    if version == 6:
+        if n < 40:
+            return None
+        src = str(ipaddress.IPv6Address(packet[8:24]))
+        dst = str(ipaddress.IPv6Address(packet[24:40]))
+        nxt, pos = packet[6], 40
+        frag_id: int | None = None
+        first = True
+        while nxt in _IPV6_EXT_HEADERS or nxt in (_IPV6_AH, _IPV6_FRAGMENT):
+            if n < pos + 8:
+                return IpInfo(src, dst, nxt, offset=pos)
+            if nxt == _IPV6_FRAGMENT:
+                off_m = (packet[pos + 2] << 8) | packet[pos + 3]
+                if off_m & 0xFFF9:
+                    frag_id = struct.unpack_from("!I", packet, pos + 4)[0]
+                    first = off_m & 0xFFF8 == 0
+                hlen = 8
+            elif nxt == _IPV6_AH:
+                hlen = (packet[pos + 1] + 2) * 4
+            else:
+                hlen = (packet[pos + 1] + 1) * 8
+            nxt = packet[pos]
+            pos += hlen
+        return _with_ports(IpInfo(src, dst, nxt, frag_id=frag_id, first=first, offset=pos),
+                           packet)
+    return None
+
+
+def _with_ports(info: IpInfo, packet: bytes) -> IpInfo:
+    if info.proto != IPPROTO_UDP or not info.first or len(packet) < info.offset + 4:
+        return info
+    sport, dport = struct.unpack_from("!HH", packet, info.offset)
+    return IpInfo(info.src, info.dst, info.proto, sport, dport, info.frag_id, info.first,
+                  info.offset)

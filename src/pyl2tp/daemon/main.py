@@ -1,7 +1,9 @@
 """``pyl2tp daemon``: the asyncio service that owns the data plane and serves the management API.
 
-It runs in the foreground, logs to stderr, and on SIGTERM or SIGINT deletes every tunnel (and
-so every device it created) before exiting, so a stopped daemon leaves the host as it found it.
+It runs in the foreground, logs to stderr (as text, JSON or key=value: ``--log-format``), and
+on SIGTERM or SIGINT deletes every tunnel (and so every device it created) before exiting, so a
+stopped daemon leaves the host as it found it. With ``--metrics ADDR:PORT`` it also serves
+Prometheus metrics (see :mod:`pyl2tp.daemon.metrics`); without it no metrics code runs at all.
 """
 
 from __future__ import annotations
@@ -12,19 +14,25 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import signal
 import socket
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pyl2tp import __version__
 from pyl2tp.control.params import ConnectionParams
 from pyl2tp.control.plane import Decision
+from pyl2tp.control.tunnel import ControlConnection
 from pyl2tp.daemon import config as config_mod
+from pyl2tp.daemon import logfmt
 from pyl2tp.daemon.api import ControlApi
 from pyl2tp.daemon.config import Config
 from pyl2tp.daemon.configured import ConfigManager, connection_params
 from pyl2tp.daemon.control import ControlDriver
+from pyl2tp.daemon.metrics import MetricsServer, MetricsSource, parse_address
 from pyl2tp.daemon.ppp_sessions import PppManager
 from pyl2tp.dataplane.registry import Registry
 from pyl2tp.dataplane.userspace import Endpoint, UserspaceBackend
@@ -35,12 +43,39 @@ from pyl2tp.wire.message import ControlMessage
 
 log = logging.getLogger("pyl2tp.daemon")
 
+_SESSION_LABEL = re.compile(r"session (\d+)/(\d+)")
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsOptions:
+    """Where to serve Prometheus metrics, and whether to export a series set per session."""
+
+    host: str | None
+    port: int
+    sessions: bool = False
+
+
+class _Driver(ControlDriver):
+    """The control driver, telling ``on_dial`` about every connection it dials (the metrics'
+    tunnel setup clock starts there; answered connections start at the accept policy)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_dial: list[Callable[[ControlConnection], None]] = []
+
+    def dial(self, *args: Any, **kwargs: Any) -> ControlConnection:
+        conn = super().dial(*args, **kwargs)
+        for hook in self.on_dial:
+            hook(conn)
+        return conn
+
 
 class Daemon:
     """Wires the registry, the userspace backend and the management server together."""
 
     def __init__(self, socket_path: str, config: Config | None = None,
-                 config_path: str | None = None) -> None:
+                 config_path: str | None = None, *,
+                 metrics: MetricsOptions | None = None) -> None:
         self.socket_path = socket_path
         self.config_path = config_path
         self.loop = asyncio.get_running_loop()
@@ -48,9 +83,12 @@ class Daemon:
         self.registry = Registry()
         self.backend.attach(self.registry)
         self.base_params = ConnectionParams(host_name=socket.gethostname() or "pyl2tp")
-        self.driver = ControlDriver(self.loop, self.registry, self.backend, policy=self.accept,
-                                    publish=self._publish,
-                                    max_tunnels=config.daemon.max_tunnels if config else 4096)
+        self.driver = _Driver(self.loop, self.registry, self.backend, policy=self.accept,
+                              publish=self._publish,
+                              max_tunnels=config.daemon.max_tunnels if config else 4096)
+        self.metrics_options = metrics
+        self.metrics: MetricsSource | None = None
+        self.metrics_server: MetricsServer | None = None
         self.manager: ConfigManager | None = None
         if config is not None:
             self.manager = ConfigManager(self.loop, self.registry, self.driver, config)
@@ -75,6 +113,14 @@ class Daemon:
         })
         self.stopping = asyncio.Event()
         self.registry.listeners.append(self._log_event)
+        if metrics is not None:
+            self.metrics = MetricsSource(registry=self.registry, driver=self.driver,
+                                         backend=self.backend, ppp=self.ppp,
+                                         version=__version__, sessions=metrics.sessions,
+                                         clock=self.loop.time)
+            self.driver.observers.append(self.metrics.on_control_event)
+            self.driver.on_dial.append(self.metrics.note_dial)
+            self.registry.listeners.append(self.metrics.on_registry)
 
     def _ppp_profile(self, name: str) -> config_mod.PppProfile | None:
         return self.manager.config.ppp_profile(name) if self.manager is not None else None
@@ -94,19 +140,26 @@ class Daemon:
 
     def _publish(self, event: str, attrs: dict[str, Any]) -> None:
         self.server.publish(event, attrs)
+        if self.metrics is not None:
+            self.metrics.on_publish(event, attrs)
         if event.endswith("_down"):
-            log.info("%s %s", event, attrs)
+            log.info("%s %s", event, attrs, extra=_event_extra(event, attrs))
 
     def accept(self, ep: Endpoint, peer: tuple[str, int], msg: ControlMessage) -> Decision:
         """Whom we serve: with a configuration file, its ``[[peer]]`` policies; without one
         (a daemon driven through the API), anyone who reaches a listener."""
+        decision: Decision
         if self.manager is not None:
-            return self.manager.accept(ep, peer, msg)
-        if ep not in self.driver.listeners:
+            decision = self.manager.accept(ep, peer, msg)
+        elif ep not in self.driver.listeners:
             # A socket we only dial from: ignore, rather than answer (and so reflect) what
             # anyone sends it.
             return None
-        return dataclasses.replace(self.base_params, version=msg.version)
+        else:
+            decision = dataclasses.replace(self.base_params, version=msg.version)
+        if self.metrics is not None and isinstance(decision, ConnectionParams):
+            self.metrics.note_sccrq(ep, peer)
+        return decision
 
     @staticmethod
     def _log_event(event: str, obj: object) -> None:
@@ -114,7 +167,16 @@ class Daemon:
         if tid is None:
             tunnel = getattr(obj, "tunnel", None)
             tid = getattr(tunnel, "tunnel_id", None)
-        log.info("%s tunnel_id=%s session_id=%s", event, tid, getattr(obj, "session_id", "-"))
+        sid = getattr(obj, "session_id", None)
+        extra: dict[str, Any] = {"event": event, "tunnel_id": tid}
+        if sid is not None:
+            extra["session_id"] = sid
+        remote = getattr(obj, "remote", None) or getattr(getattr(obj, "tunnel", None),
+                                                         "remote", None)
+        if remote is not None:
+            extra["peer"] = remote
+        log.info("%s tunnel_id=%s session_id=%s", event, tid, "-" if sid is None else sid,
+                 extra=extra)
 
     def reload(self) -> None:
         """SIGHUP: re-read the file; an invalid one changes nothing."""
@@ -131,6 +193,14 @@ class Daemon:
 
     async def run(self) -> None:
         await self.server.start()
+        if self.metrics is not None and self.metrics_options is not None:
+            self.metrics_server = MetricsServer(self.metrics, self.metrics_options.host,
+                                                self.metrics_options.port)
+            try:
+                await self.metrics_server.start()
+            except OSError:
+                await self.server.close()
+                raise
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stopping.set)
         self.loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -150,18 +220,45 @@ class Daemon:
                 break
             await asyncio.sleep(0.05)
         self.backend.close()
+        if self.metrics_server is not None:
+            await self.metrics_server.close()
         await self.server.close()
+
+
+def _event_extra(event: str, attrs: dict[str, Any]) -> dict[str, Any]:
+    """The structured-log fields of a published event: its ids and reason."""
+    extra: dict[str, Any] = {"event": event}
+    tid = attrs.get("conn_id", attrs.get("tunnel_id"))
+    sid = attrs.get("session_id")
+    label = attrs.get("session")
+    if tid is None and isinstance(label, str):
+        m = _SESSION_LABEL.search(label)
+        if m:
+            tid, sid = int(m.group(1)), int(m.group(2))
+    for key, value in (("tunnel_id", tid), ("session_id", sid), ("reason", attrs.get("reason")),
+                       ("ifname", attrs.get("ifname")), ("peer", attrs.get("peer"))):
+        if value is not None and value != "":
+            extra[key] = value
+    return extra
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, metavar="FILE",
                    help="TOML configuration (see docs/configuration.md); SIGHUP reloads it")
-    p.add_argument("--check", action="store_true",
+    p.add_argument("--check", "--check-config", dest="check", action="store_true",
                    help="only check the configuration file and exit")
     p.add_argument("--socket", default=None, help="management socket path "
                    "(default: /run/pyl2tp/<netns>.sock or /run/pyl2tp/pyl2tp.sock)")
     p.add_argument("--log-level", default=None,
                    choices=["debug", "info", "warning", "error"], help="stderr log level")
+    p.add_argument("--log-format", default=None, choices=list(logfmt.FORMATS),
+                   help="stderr log format: text (default), json (one object per line) or "
+                   "kv (key=value); json and kv carry tunnel_id/session_id/peer as fields")
+    p.add_argument("--metrics", default=None, metavar="ADDR:PORT",
+                   help="serve Prometheus metrics on http://ADDR:PORT/metrics "
+                   "(e.g. 127.0.0.1:9101, [::1]:9101, :9101 for every address); off by default")
+    p.add_argument("--metrics-sessions", action="store_true",
+                   help="also export one series set per session (off: per tunnel only)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -172,6 +269,27 @@ def run(args: argparse.Namespace) -> int:
         except config_mod.ConfigError as exc:
             print(f"pyl2tp daemon: {exc}", file=sys.stderr)
             return 1
+    # `[daemon] metrics` / `metrics_sessions` / `log_format` in the file, once the
+    # configuration knows them (read with getattr until then); the command line wins.
+    metrics_text = args.metrics or (getattr(config.daemon, "metrics", None) if config else None)
+    metrics: MetricsOptions | None = None
+    if metrics_text:
+        try:
+            host, port = parse_address(str(metrics_text))
+        except ValueError as exc:
+            print(f"pyl2tp daemon: --metrics: {exc}", file=sys.stderr)
+            return 1
+        sessions = args.metrics_sessions or bool(
+            getattr(config.daemon, "metrics_sessions", False) if config else False)
+        metrics = MetricsOptions(host, port, sessions=sessions)
+    elif args.metrics_sessions:
+        print("pyl2tp daemon: --metrics-sessions needs --metrics ADDR:PORT", file=sys.stderr)
+        return 1
+    log_format = args.log_format or (getattr(config.daemon, "log_format", None)
+                                     if config else None) or "text"
+    if log_format not in logfmt.FORMATS:
+        print(f"pyl2tp daemon: unknown log format {log_format!r}", file=sys.stderr)
+        return 1
     if args.check:
         if config is None:
             print("pyl2tp daemon: --check needs --config FILE", file=sys.stderr)
@@ -179,8 +297,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.config}: OK")
         return 0
     level = args.log_level or (config.daemon.log_level if config else "info")
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logfmt.setup_logging(level, log_format, sys.stderr)
     if os.geteuid() != 0:
         print("pyl2tp daemon: must run as root (it creates TAP devices and raw sockets)",
               file=sys.stderr)
@@ -188,7 +305,7 @@ def run(args: argparse.Namespace) -> int:
     path = args.socket or (config.daemon.socket if config else None) or default_socket_path()
 
     async def main() -> None:
-        daemon = Daemon(path, config, args.config)
+        daemon = Daemon(path, config, args.config, metrics=metrics)
         await daemon.run()
 
     try:
