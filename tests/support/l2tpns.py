@@ -80,17 +80,15 @@ import select
 import shutil
 import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from .netns import NetNS, child_env
+from .peerproc import ManagedPeer, skip_or_fail
 
 __all__ = [
     "ACCESS_ACCEPT",
@@ -159,8 +157,6 @@ def l2tpns_binary() -> str | None:
 def require_l2tpns() -> None:
     """Skip a test that needs l2tpns when it (or what the harness needs to run it) is missing,
     or fail it under CI=true, where interop tests must never be skipped silently."""
-    import pytest
-
     reason = None
     if os.geteuid() != 0:
         reason = "l2tpns runs as root (TUN device, bind mount of its pool file)"
@@ -170,10 +166,7 @@ def require_l2tpns() -> None:
         reason = f"{POOL_FILE} is missing (apt install l2tpns): the harness mounts over it"
     elif shutil.which("unshare") is None:
         reason = "unshare (util-linux) is missing"
-    if reason:
-        if os.environ.get("CI", "").strip().lower() == "true":
-            pytest.fail(f"CI=true but {reason}", pytrace=False)
-        pytest.skip(reason)
+    skip_or_fail(reason)
 
 
 # -- RADIUS (RFC 2865, RFC 2866) ---------------------------------------------------------------
@@ -491,52 +484,39 @@ def serve_radius(config_path: str) -> None:
                 log.write(json.dumps(record) + "\n")
 
 
-def _poll_log(
-    read: Callable[[], str], alive: Callable[[], bool], rx: re.Pattern[str], since: int,
-    timeout: float, what: str,
-) -> re.Match[str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        exited = not alive()
-        m = rx.search(read(), since)
-        if m:
-            return m
-        if exited:
-            raise L2tpnsError(f"{what} exited while waiting for {rx.pattern!r}:\n{read()[since:]}")
-        if time.monotonic() >= deadline:
-            raise TimeoutError(
-                f"{what}: no {rx.pattern!r} in the log after {timeout:g}s:\n{read()[since:]}")
-        time.sleep(0.05)
-
-
-class RadiusServer:
+class RadiusServer(ManagedPeer):
     """:class:`RadiusResponder` as a process in ``ns`` on ``address`` (context manager).
 
     ``requests()`` returns the JSON records of everything received so far: ``code``, ``id``,
     ``attrs`` (name -> list of values; passwords shown only by length), ``user``, ``method``
     (``pap``/``chap``), ``verdict`` (``accept``, ``reject``, ``ok``, ``dropped``), ``reason``,
-    ``status`` (accounting: ``Start``, ``Stop``, ...).
+    ``status`` (accounting: ``Start``, ``Stop``, ...). :meth:`log` is those records, raw,
+    followed by the responder's stderr.
+
+    Signals (:meth:`stop`): SIGTERM (the default) ends the responder at once (exit status 0);
+    it keeps no state worth telling anyone about.
     """
+
+    error = L2tpnsError
+    log_title = "RADIUS requests"
+    wait_timeout = 10.0
+    poll_interval = 0.05
 
     def __init__(
         self, ns: NetNS, secret: str, users: Sequence[RadiusUser], *,
         address: str = "127.0.0.1", auth_port: int = 1812,
     ) -> None:
         RadiusResponder(secret, users)  # validate now
-        self.ns, self.secret, self.users = ns, secret, list(users)
+        super().__init__(ns)
+        self.secret, self.users = secret, list(users)
         self.address, self.auth_port, self.acct_port = address, auth_port, auth_port + 1
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._closed = False
-        self.workdir: Path
-        self.log_path: Path
 
     def __repr__(self) -> str:
         return f"<RadiusServer {self.ns.name} {self.address}:{self.auth_port}>"
 
-    def start(self, timeout: float = 10.0) -> RadiusServer:
-        if self.proc is not None or self._closed:
-            raise L2tpnsError(f"{self!r} was already started (or closed)")
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"radius-{self.ns.name}-"))
+    def start(self, timeout: float = 10.0) -> Self:
+        self._check_startable()
+        self._make_workdir("radius")
         self.log_path = self.workdir / "requests.jsonl"
         conf = self.workdir / "radius.json"
         conf.write_text(json.dumps({
@@ -546,21 +526,16 @@ class RadiusServer:
                       for u in self.users],
         }))
         conf.chmod(0o600)
-        with open(self.workdir / "stderr.log", "ab") as err:
-            self.proc = self.ns.popen(
-                [sys.executable, "-m", "tests.support.l2tpns", "radius", str(conf)],
-                stdin=subprocess.DEVNULL, stdout=err, stderr=err, env=child_env())
-        _poll_log(self._text, self.alive, re.compile(r'"ready": true'), 0, timeout, repr(self))
+        self._spawn([sys.executable, "-m", "tests.support.l2tpns", "radius", str(conf)],
+                    self.workdir / "stderr.log", env=child_env())
+        self.wait_for_log(r'"ready": true', timeout)
         return self
 
-    def _text(self) -> str:
+    def log(self) -> str:
         try:
             return self.log_path.read_text() + (self.workdir / "stderr.log").read_text()
         except (OSError, AttributeError):
             return ""
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     def requests(self) -> list[dict[str, Any]]:
         try:
@@ -581,40 +556,11 @@ class RadiusServer:
                 if predicate(r):
                     return r
             if not self.alive():
-                raise L2tpnsError(f"{self!r} exited:\n{self._text()}")
+                raise L2tpnsError(f"{self!r} exited:\n{self.log()}")
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"{self!r}: no matching request after {timeout:g}s: "
                                    f"{self.requests()[since:]}")
             time.sleep(0.05)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self.proc is None:
-            return
-        try:
-            if self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(5)
-            print(f"\n----- RADIUS requests, namespace {self.ns.name} -----\n{self._text()}")
-        finally:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> RadiusServer:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
 
 
 # -- l2tpns ---------------------------------------------------------------------------------------
@@ -718,28 +664,29 @@ def render_pool(pool: Sequence[str]) -> str:
     return "".join(f"{entry}\n" for entry in pool)
 
 
-class L2tpns:
+class L2tpns(ManagedPeer):
     """One ``l2tpns`` (foreground) in ``ns``; a context manager that starts it on enter and stops
     it on exit. ``start`` writes ``startup-config``, ``ip_pool`` and the log into a private
     temporary directory (``workdir``), removed again by ``close``."""
 
+    error = L2tpnsError
+    log_title = "l2tpns log"
+    wait_timeout = 10.0
+    poll_interval = 0.05
+
     def __init__(self, ns: NetNS, config: L2tpnsConfig) -> None:
-        self.ns = ns
+        super().__init__(ns)
         self.config = config
         render_startup_config(config, log_file="/x", pid_file="/x")  # fail early
         render_pool(config.pool)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._closed = False
-        self.workdir: Path
         self.conf_path: Path
         self.pool_path: Path
-        self.log_path: Path
 
     def __repr__(self) -> str:
         return f"<L2tpns {self.ns.name} {self.config.bind_address}>"
 
     def _prepare(self) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"l2tpns-{self.ns.name}-"))
+        self._make_workdir("l2tpns")
         self.conf_path = self.workdir / "startup-config"
         self.pool_path = self.workdir / "ip_pool"
         self.log_path = self.workdir / "l2tpns.log"
@@ -758,14 +705,11 @@ class L2tpns:
         return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
                 str(self.pool_path), POOL_FILE, binary, "-c", str(self.conf_path)]
 
-    def start(self, timeout: float = 15.0) -> L2tpns:
+    def start(self, timeout: float = 15.0) -> Self:
         """Start l2tpns and wait until it is cluster master (it serves L2TP only from then)."""
-        if self.proc is not None or self._closed:
-            raise L2tpnsError(f"{self!r} was already started (or closed)")
+        self._check_startable()
         self._prepare()
-        with open(self.log_path, "ab") as log:
-            self.proc = self.ns.popen(self._argv(), stdin=subprocess.DEVNULL, stdout=log,
-                                      stderr=subprocess.STDOUT)
+        self._spawn(self._argv(), self.log_path)
         try:
             self.wait_for_log(MASTER, timeout)
         except (TimeoutError, L2tpnsError):
@@ -773,79 +717,14 @@ class L2tpns:
             raise
         return self
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def pid(self) -> int:
-        """l2tpns's pid (``ip netns exec``, ``unshare`` and ``sh`` all exec into it)."""
-        if self.proc is None:
-            raise L2tpnsError("not started")
-        return self.proc.pid
-
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int | None:
         """Signal l2tpns and wait for it. SIGTERM: exit at once, telling no peer; SIGQUIT:
         StopCCN on every tunnel first."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        return super().stop(sig, timeout)
+
+    def _after_stop(self, pid: int) -> None:
         # l2tpns forks for its CLI connections; none outlives the test.
-        _kill_group(self.proc.pid)
-        return self.proc.returncode
-
-    def close(self) -> None:
-        """Stop (if running), print the log (pytest shows it for failing tests), remove files."""
-        if self._closed:
-            return
-        self._closed = True
-        if not hasattr(self, "workdir"):
-            return
-        try:
-            self.stop()
-            if self.proc is not None:
-                print(f"\n----- l2tpns log, namespace {self.ns.name} -----\n{self.log()}")
-        finally:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> L2tpns:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
-    # -- the log --------------------------------------------------------------------------------
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except (OSError, AttributeError):
-            return ""
-
-    def log_mark(self) -> int:
-        return len(self.log())
-
-    def wait_for_log(self, pattern: str | re.Pattern[str], timeout: float = 10.0, *,
-                     since: int = 0) -> re.Match[str]:
-        """Poll the log (from offset ``since``) until ``pattern`` matches; return the match.
-        Raises TimeoutError with the log, or L2tpnsError as soon as l2tpns has exited."""
-        rx = re.compile(pattern) if isinstance(pattern, str) else pattern
-        return _poll_log(self.log, self.alive, rx, since, timeout, repr(self))
-
-    def log_matches(self, pattern: str | re.Pattern[str], *, since: int = 0) -> list[re.Match[str]]:
-        rx = re.compile(pattern) if isinstance(pattern, str) else pattern
-        return list(rx.finditer(self.log(), since))
+        _kill_group(pid)
 
     # -- the CLI --------------------------------------------------------------------------------
 

@@ -73,15 +73,14 @@ import shlex
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Literal
+from typing import Literal, Self
 
 from .netns import NetNS
+from .peerproc import ManagedPeer, skip_or_fail
 
 __all__ = [
     "CALL_ESTABLISHED_LAC",
@@ -152,17 +151,12 @@ class Xl2tpdError(RuntimeError):
 def require_xl2tpd() -> None:
     """Skip a test that needs xl2tpd and pppd when they are missing, or fail it under CI=true
     (CI must exercise the interop tests, never skip them silently)."""
-    import pytest
-
     reason = None
     if xl2tpd_binary() is None:
         reason = "xl2tpd is not installed (apt install xl2tpd)"
     elif not os.path.isfile(PPPD):
         reason = f"{PPPD} is missing (apt install ppp): xl2tpd runs it for every session"
-    if reason:
-        if os.environ.get("CI", "").strip().lower() == "true":
-            pytest.fail(f"CI=true but {reason}", pytrace=False)
-        pytest.skip(reason)
+    skip_or_fail(reason)
 
 
 def xl2tpd_binary() -> str | None:
@@ -358,7 +352,7 @@ class ControlReply:
         return self.code == 0
 
 
-class Xl2tpd:
+class Xl2tpd(ManagedPeer):
     """One ``xl2tpd -D`` in ``ns`` (context manager: starts on enter, stops on exit).
 
     ``start`` creates a private temporary directory (``workdir``) with ``xl2tpd.conf``,
@@ -367,6 +361,9 @@ class Xl2tpd:
     it. Constructing an instance creates nothing. ``debug`` (on by default) enables the log
     lines the ``*_RECEIVED`` patterns match.
     """
+
+    error = Xl2tpdError
+    log_title = "xl2tpd log"
 
     def __init__(
         self,
@@ -382,24 +379,20 @@ class Xl2tpd:
     ) -> None:
         if pppd not in ("stub", "real"):
             raise ValueError(f"pppd must be 'stub' or 'real', not {pppd!r}")
-        self.ns = ns
+        super().__init__(ns)
         self.listen_addr = listen_addr
         self.sections = list(sections)
         self.pppd_mode = pppd
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._closed = False
         self._seq = 0
         self._secrets_text = render_secrets(secrets)
         self._port, self._access_control, self._debug = port, access_control, debug
         # Render once now so that a bad section fails here, before anything is created.
         self._render_config("/dev/null", {})
         # Set by start(), which creates the files; close() removes them.
-        self.workdir: Path
         self.conf_path: Path
         self.secrets_path: Path
         self.pid_path: Path
         self.control_path: Path
-        self.log_path: Path
         self.stub_record: Path
 
     def _render_config(self, auth_file: str, pppoptfiles: Mapping[str, str]) -> str:
@@ -414,7 +407,7 @@ class Xl2tpd:
         )
 
     def _prepare(self) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"xl2tpd-{self.ns.name}-"))
+        self._make_workdir("xl2tpd")
         self.conf_path = self.workdir / "xl2tpd.conf"
         self.secrets_path = self.workdir / "l2tp-secrets"
         self.pid_path = self.workdir / "xl2tpd.pid"
@@ -462,38 +455,21 @@ class Xl2tpd:
             "sh", "-c", script, str(stub), PPPD, *cmd,
         ]  # fmt: skip
 
-    def start(self, timeout: float = 10.0) -> Xl2tpd:
+    def start(self, timeout: float = 10.0) -> Self:
         """Start xl2tpd and wait until it listens and its control FIFO exists."""
-        if self.proc is not None or self._closed:
-            raise Xl2tpdError(f"{self!r} was already started (or closed)")
+        self._check_startable()
         self._prepare()
-        argv = self._argv()
-        with open(self.log_path, "ab") as log:
-            self.proc = self.ns.popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
-            )
+        proc = self._spawn(self._argv(), self.log_path)
         deadline = time.monotonic() + timeout
         while True:
-            if self.proc.poll() is not None:
-                raise Xl2tpdError(
-                    f"{self!r} exited with {self.proc.returncode} on start:\n{self.log()}"
-                )
+            if proc.poll() is not None:
+                raise Xl2tpdError(f"{self!r} exited with {proc.returncode} on start:\n{self.log()}")
             if _READY.search(self.log()) and self.control_path.exists():
                 return self
             if time.monotonic() >= deadline:
                 self.stop(signal.SIGKILL)
                 raise Xl2tpdError(f"{self!r} not ready after {timeout:g}s:\n{self.log()}")
             time.sleep(0.02)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def pid(self) -> int:
-        """xl2tpd's pid (``ip netns exec``, ``unshare`` and ``sh`` all exec into it)."""
-        if self.proc is None:
-            raise Xl2tpdError("not started")
-        return self.proc.pid
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 5.0) -> int | None:
         """Signal xl2tpd, wait for it, then end the pppd processes it left behind.
@@ -502,97 +478,11 @@ class Xl2tpd:
         StopCCN (Result Code 1, error 0, "Server closing") on every tunnel. Returns the exit
         status (xl2tpd exits with 1 on either signal).
         """
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        return super().stop(sig, timeout)
+
+    def _after_stop(self, pid: int) -> None:
         # xl2tpd does not end its pppds when it dies; they share its process group.
-        _end_group_members(self.proc.pid)
-        return self.proc.returncode
-
-    def close(self) -> None:
-        """Stop (if running), print the log (pytest shows it for failing tests), remove files."""
-        if self._closed:
-            return
-        self._closed = True
-        if not hasattr(self, "workdir"):
-            return  # never started: nothing to stop or remove
-        try:
-            self.stop()
-            if self.proc is not None:
-                print(f"\n----- xl2tpd log, namespace {self.ns.name} -----\n{self.log()}")
-        finally:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Xl2tpd:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    # -- the log ------------------------------------------------------------------------------
-
-    def log(self) -> str:
-        """Everything xl2tpd (and its pppd) wrote so far ("" before ``start``)."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except (OSError, AttributeError):
-            return ""
-
-    def log_mark(self) -> int:
-        """The current end of the log, for ``wait_for_log(..., since=mark)``."""
-        return len(self.log())
-
-    def wait_for_log(
-        self,
-        pattern: str | re.Pattern[str],
-        timeout: float = 5.0,
-        *,
-        since: int = 0,
-        interval: float = 0.02,
-    ) -> re.Match[str]:
-        """Poll the log (from offset ``since``) until ``pattern`` matches; return the match.
-
-        Raises TimeoutError with the log attached, or Xl2tpdError as soon as xl2tpd exits
-        without the line having appeared.
-        """
-        rx = re.compile(pattern) if isinstance(pattern, str) else pattern
-        deadline = time.monotonic() + timeout
-        while True:
-            exited = not self.alive()
-            m = rx.search(self.log(), since)
-            if m:
-                return m
-            if exited:
-                raise Xl2tpdError(
-                    f"{self!r} exited while waiting for {rx.pattern!r}:\n{self.log()[since:]}"
-                )
-            if time.monotonic() >= deadline:
-                raise TimeoutError(
-                    f"{self!r}: no {rx.pattern!r} in the log after {timeout:g}s:\n"
-                    f"{self.log()[since:]}"
-                )
-            time.sleep(interval)
-
-    def log_matches(self, pattern: str | re.Pattern[str], *, since: int = 0) -> list[re.Match[str]]:
-        """All matches of ``pattern`` in the log from ``since`` on."""
-        rx = re.compile(pattern) if isinstance(pattern, str) else pattern
-        return list(rx.finditer(self.log(), since))
+        _end_group_members(pid)
 
     # -- pppd ---------------------------------------------------------------------------------
 

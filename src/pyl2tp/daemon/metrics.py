@@ -470,11 +470,8 @@ def families(snap: Snapshot) -> Iterator[Metric]:
             f"all sessions, including deleted ones: {_STAT_HELP[name]}",
             value=snap.session_totals.get(name, 0))
 
-    tunnels = GaugeMetricFamily("pyl2tp_tunnels", "data-plane tunnels by creator",
-                                labels=["owner"])
-    for owner, n in sorted(snap.dataplane_tunnels.items()):
-        tunnels.add_metric([owner], n)
-    yield tunnels
+    yield _family(GaugeMetricFamily, "pyl2tp_tunnels", "data-plane tunnels by creator",
+                  ["owner"], sorted(snap.dataplane_tunnels.items()))
     yield GaugeMetricFamily("pyl2tp_sessions", "data-plane sessions",
                             value=snap.dataplane_sessions)
 
@@ -487,15 +484,10 @@ def families(snap: Snapshot) -> Iterator[Metric]:
     yield ep_fam
 
     # control plane
-    cstates = GaugeMetricFamily("pyl2tp_control_tunnels", "control connections by state",
-                                labels=["state"])
-    for state, n in snap.control_states.items():
-        cstates.add_metric([state], n)
-    yield cstates
-    sstates = GaugeMetricFamily("pyl2tp_control_sessions", "calls by state", labels=["state"])
-    for state, n in snap.call_states.items():
-        sstates.add_metric([state], n)
-    yield sstates
+    yield _family(GaugeMetricFamily, "pyl2tp_control_tunnels", "control connections by state",
+                  ["state"], snap.control_states.items())
+    yield _family(GaugeMetricFamily, "pyl2tp_control_sessions", "calls by state", ["state"],
+                  snap.call_states.items())
     limit = GaugeMetricFamily(
         "pyl2tp_control_limit", "the control plane's bounds (beyond them requests are refused; "
         "each refusal is counted in pyl2tp_control_events_total)", labels=["limit"])
@@ -506,28 +498,20 @@ def families(snap: Snapshot) -> Iterator[Metric]:
         in_use.add_metric([name], used)
     yield limit
     yield in_use
-    msgs = CounterMetricFamily("pyl2tp_control_messages", "control messages by type",
-                               labels=["direction", "type"])
-    for (direction, mtype), n in sorted(snap.messages.items()):
-        msgs.add_metric([direction, mtype], n)
-    yield msgs
+    yield _family(CounterMetricFamily, "pyl2tp_control_messages", "control messages by type",
+                  ["direction", "type"], sorted(snap.messages.items()))
     yield CounterMetricFamily("pyl2tp_control_retransmissions",
                               "control messages sent again after a timeout",
                               value=snap.retransmissions)
-    events = CounterMetricFamily(
-        "pyl2tp_control_events",
+    yield _family(
+        CounterMetricFamily, "pyl2tp_control_events",
         "every named counter of the control plane (scope=plane), its connections "
         "(scope=tunnel) and their reliable transports (scope=transport)",
-        labels=["scope", "counter"])
-    for (scope, name), n in sorted(snap.events.items()):
-        events.add_metric([scope, name], n)
-    yield events
-    closed = CounterMetricFamily(
-        "pyl2tp_control_closed", "tunnels and sessions cleared, by StopCCN/CDN result code",
-        labels=["kind", "result", "error", "by_peer"])
-    for key, n in sorted(snap.closed.items()):
-        closed.add_metric(list(key), n)
-    yield closed
+        ["scope", "counter"], sorted(snap.events.items()))
+    yield _family(
+        CounterMetricFamily, "pyl2tp_control_closed",
+        "tunnels and sessions cleared, by StopCCN/CDN result code",
+        ["kind", "result", "error", "by_peer"], sorted(snap.closed.items()))
     setup = HistogramMetricFamily("pyl2tp_setup_duration_seconds",
                                   "time from SCCRQ (or call request) to established",
                                   labels=["kind"])
@@ -538,28 +522,27 @@ def families(snap: Snapshot) -> Iterator[Metric]:
     yield setup
 
     # PPP and the notification stream
-    phases = GaugeMetricFamily("pyl2tp_ppp_links", "PPP links terminated here, by phase",
-                               labels=["phase"])
-    for phase, n in sorted(snap.ppp_phases.items()):
-        phases.add_metric([phase], n)
-    yield phases
-    closed_ppp = CounterMetricFamily("pyl2tp_ppp_closed", "PPP links finished, by reason",
-                                     labels=["reason"])
-    for reason, n in sorted(snap.ppp_closed.items()):
-        closed_ppp.add_metric([reason], n)
-    yield closed_ppp
-    failures = CounterMetricFamily(
-        "pyl2tp_ppp_negotiation_failures",
+    yield _family(GaugeMetricFamily, "pyl2tp_ppp_links", "PPP links terminated here, by phase",
+                  ["phase"], sorted(snap.ppp_phases.items()))
+    yield _family(CounterMetricFamily, "pyl2tp_ppp_closed", "PPP links finished, by reason",
+                  ["reason"], sorted(snap.ppp_closed.items()))
+    yield _family(
+        CounterMetricFamily, "pyl2tp_ppp_negotiation_failures",
         "PPP links that finished before their network layer came up, by reason",
-        labels=["reason"])
-    for reason, n in sorted(snap.ppp_failures.items()):
-        failures.add_metric([reason], n)
-    yield failures
-    notes = CounterMetricFamily("pyl2tp_notifications", "events published on the stream",
-                                labels=["event"])
-    for event, n in sorted(snap.notifications.items()):
-        notes.add_metric([event], n)
-    yield notes
+        ["reason"], sorted(snap.ppp_failures.items()))
+    yield _family(CounterMetricFamily, "pyl2tp_notifications", "events published on the stream",
+                  ["event"], sorted(snap.notifications.items()))
+
+
+def _family(kind: type[GaugeMetricFamily] | type[CounterMetricFamily], name: str,
+            documentation: str, labels: list[str],
+            rows: Iterable[tuple[str | tuple[str, ...], int]]) -> Metric:
+    """A labelled family with one sample per row, in the rows' order: a row's key is the one
+    label's value, or a tuple of the values of all ``labels``."""
+    fam = kind(name, documentation, labels=labels)
+    for key, value in rows:
+        fam.add_metric([key] if isinstance(key, str) else list(key), value)
+    return fam
 
 
 def _bound(value: float) -> str:
