@@ -159,7 +159,9 @@ class BenchDaemon(Daemon):
         self.nofile = limit
 
         def limits() -> None:  # runs in the child before exec
-            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+            # A limit below the hard one is made hard too: the daemon raises its soft limit
+            # to the hard one at start, and a scenario about 1024 descriptors means 1024.
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
         with open(self.log_path, "ab") as log:
             self.proc = self.ns.popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,

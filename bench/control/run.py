@@ -78,6 +78,10 @@ def lns_config(address: str, *, hello: float = 60, window: int = 8,
 [daemon]
 host_name = "bench-lns"
 max_tunnels = 20000
+# A benchmark dials thousands of tunnels at once from one address: lift the flood bounds.
+max_half_open_tunnels = 20000
+max_sessions = 200000
+sccrq_rate = 0
 
 [[listen]]
 address = "{address}"
@@ -98,6 +102,7 @@ def lac_config(*, hello: float = 60, window: int = 8, setup_timeout: float = 30)
 [daemon]
 host_name = "bench-lac"
 max_tunnels = 20000
+max_sessions = 200000
 
 [defaults]
 hello_interval = {hello}

@@ -106,7 +106,10 @@ class TestDefaults:
     def test_daemon_defaults(self) -> None:
         daemon = parse("").daemon
         assert daemon == DaemonSection(host_name=socket.gethostname(), router_id=None,
-                                       socket=None, log_level="info", max_tunnels=4096)
+                                       socket=None, log_level="info", max_tunnels=4096,
+                                       max_half_open_tunnels=1024, max_sessions=65535,
+                                       sccrq_rate=50.0, sccrq_burst=100, sccrq_sources=4096,
+                                       max_ppp_negotiations=1024)
 
     def test_tunnel_param_defaults_match_the_documented_schema(self) -> None:
         assert TunnelParams() == TunnelParams(
@@ -114,7 +117,7 @@ class TestDefaults:
             max_retries=5, hide_avps=False, challenge=True, digest=DigestType.HMAC_MD5,
             pw_types=(PwType.ETH, PwType.PPP), max_sessions=1024, cookie_len=8,
             l2spec_type=L2SpecType.DEFAULT, data_sequencing=DataSequencing.NONE,
-            sequencing=False, reorder_timeout=0.0, setup_timeout=30.0)
+            sequencing=False, reorder_timeout=0.0, setup_timeout=30.0, control_rx_queue=16)
 
     def test_every_tunnel_param_is_configurable(self) -> None:
         from pyl2tp.daemon.config import _PARAMS
@@ -157,10 +160,40 @@ class TestDaemon:
             socket = "/run/pyl2tp/x.sock"
             log_level = "debug"
             max_tunnels = 10
+            max_half_open_tunnels = 5
+            max_sessions = 100
+            sccrq_rate = 2.5
+            sccrq_burst = 3
+            sccrq_sources = 64
+            max_ppp_negotiations = 7
         """).daemon
         assert daemon == DaemonSection(host_name="lns1", router_id=0xC0000201,
                                        socket="/run/pyl2tp/x.sock", log_level="debug",
-                                       max_tunnels=10)
+                                       max_tunnels=10, max_half_open_tunnels=5,
+                                       max_sessions=100, sccrq_rate=2.5, sccrq_burst=3,
+                                       sccrq_sources=64, max_ppp_negotiations=7)
+
+    def test_sccrq_rate_zero_disables_and_integers_are_numbers(self) -> None:
+        daemon = cfg("[daemon]\nsccrq_rate = 0\n").daemon
+        assert daemon.sccrq_rate == 0.0 and isinstance(daemon.sccrq_rate, float)
+
+    @pytest.mark.parametrize(("key", "value", "message"), [
+        ("max_half_open_tunnels", "0", "max_half_open_tunnels must be an integer >= 1"),
+        ("max_sessions", "0", "max_sessions must be an integer >= 1"),
+        ("max_sessions", "true", "max_sessions must be an integer >= 1, not a boolean"),
+        ("sccrq_rate", "-1", "sccrq_rate must be a number >= 0"),
+        ("sccrq_rate", "inf", "sccrq_rate must be a number >= 0"),
+        ("sccrq_rate", '"fast"', "sccrq_rate must be a number >= 0, not a string"),
+        ("sccrq_burst", "0", "sccrq_burst must be an integer >= 1"),
+        ("sccrq_burst", "1.5", "sccrq_burst must be an integer >= 1, not a float"),
+        ("sccrq_sources", "0", "sccrq_sources must be an integer >= 1"),
+        ("max_ppp_negotiations", "0", "max_ppp_negotiations must be an integer >= 1"),
+    ])
+    def test_limit_bad_values(self, key: str, value: str, message: str) -> None:
+        fails(f"""
+            [daemon]
+            {key} = {value}  # <
+        """, f"[daemon]: {message}")
 
     def test_router_id_as_integer(self) -> None:
         assert cfg("[daemon]\nrouter_id = 4294967295\n").daemon.router_id == 0xFFFFFFFF
@@ -320,6 +353,7 @@ class TestDefaultsSection:
             sequencing = true
             reorder_timeout = 0.25
             setup_timeout = 5
+            control_rx_queue = 0
         """).defaults
         assert params == TunnelParams(
             hello_interval=0.0, receive_window=32767, retransmit_initial=0.5,
@@ -327,7 +361,7 @@ class TestDefaultsSection:
             digest=DigestType.HMAC_SHA1, pw_types=(PwType.ETH_VLAN, PwType.PPP),
             max_sessions=65535, cookie_len=4, l2spec_type=L2SpecType.NONE,
             data_sequencing=DataSequencing.NON_IP, sequencing=True, reorder_timeout=0.25,
-            setup_timeout=5.0)
+            setup_timeout=5.0, control_rx_queue=0)
 
     def test_integers_become_floats_where_seconds_are_expected(self) -> None:
         params = cfg("[defaults]\nhello_interval = 30\nsetup_timeout = 10\n").defaults
@@ -371,6 +405,8 @@ class TestDefaultsSection:
         ("data_sequencing", '"some"', "data_sequencing must be one of 'none', 'non_ip', 'all'"),
         ("reorder_timeout", "-0.1", "reorder_timeout must be a number >= 0"),
         ("setup_timeout", "0", "setup_timeout must be a number > 0"),
+        ("control_rx_queue", "-1", "control_rx_queue must be an integer from 0 to 32767"),
+        ("control_rx_queue", "32768", "control_rx_queue must be an integer from 0 to 32767"),
     ])
     def test_bad_values(self, key: str, value: str, message: str) -> None:
         fails(f"""

@@ -126,8 +126,9 @@ def test_thousand_sessions_over_ten_lossy_tunnels_establish_and_tear_down(versio
 
 def test_close_with_a_backlog_still_delivers_the_stopccn() -> None:
     """Closing a tunnel whose window holds back many messages: they are moot (StopCCN clears
-    every session), so the StopCCN must not wait behind them past the linger."""
-    p = ConnectionParams(version=2, max_sessions=500, hello_interval=0)
+    every session), so the StopCCN must not wait behind them past the linger. (Without the
+    cap on call setups in flight, so that the calls' requests fill the transport's queue.)"""
+    p = ConnectionParams(version=2, max_sessions=500, hello_interval=0, max_call_setups=500)
     slow = Link(delay=(0.4, 0.4))  # a round trip of 0.8 s
     net, a, b = pair(p, link=slow, b_params=ConnectionParams(version=2, receive_window=1,
                                                              max_sessions=500))

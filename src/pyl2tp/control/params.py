@@ -108,6 +108,13 @@ class ConnectionParams:
     tie_breaker: bool = True
     pw_types: tuple[int, ...] = (PwType.ETH, PwType.PPP)
     max_sessions: int = 1024
+    max_call_setups: int = 64
+    """Calls of ours (ICRQ/OCRQ sent) awaiting their reply at once; more wait their turn.
+    Placing thousands of calls at once would otherwise queue thousands of messages behind the
+    peer's window, each call's setup timer running while it waits."""
+    control_rx_queue: int = 16
+    """Out-of-order control messages buffered at most (the rest within the window are
+    dropped and counted, and the peer retransmits them)."""
     framing_capabilities: int = FRAMING_SYNC | FRAMING_ASYNC
     bearer_capabilities: int = BEARER_DIGITAL | BEARER_ANALOG
     call: CallParams = field(default_factory=CallParams)
@@ -130,6 +137,10 @@ class ConnectionParams:
             raise ValueError("max_retries must be at least 1")
         if not 1 <= self.max_sessions <= 0xFFFF:
             raise ValueError("max_sessions must be 1..65535")
+        if self.max_call_setups < 1:
+            raise ValueError("max_call_setups must be at least 1")
+        if not 0 <= self.control_rx_queue <= MAX_WINDOW:
+            raise ValueError(f"control_rx_queue must be 0..{MAX_WINDOW}")
         if self.digest_type not in tuple(DigestType):
             raise ValueError("digest_type must be 0 (HMAC-MD5) or 1 (HMAC-SHA1)")
         if not 0 <= self.router_id <= 0xFFFFFFFF:
@@ -155,6 +166,7 @@ class ConnectionParams:
             max_retries=self.max_retries,
             ack_delay=self.ack_delay,
             explicit_ack=explicit_ack,
+            max_buffered=self.control_rx_queue,
         )
 
 

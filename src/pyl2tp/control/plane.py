@@ -9,6 +9,24 @@ belongs to by the peer's address and Assigned Tunnel ID, breaks tunnel ties (RFC
 Addresses are opaque: ``local`` names the socket a datagram arrived on (and leaves by) and
 ``peer`` is the sender's address as the driver normalises it, ``(host, port)`` for UDP and
 ``(host, 0)`` for IP. Outgoing datagrams come back as ``(local, peer, bytes)``.
+
+Resource bounds (issue 7), each counted in :attr:`ControlPlane.stats` when it bites:
+
+* ``max_tunnels``: control connections of every kind; an SCCRQ beyond it is refused with
+  StopCCN 2 (general error) / error 4 (insufficient resources): ``refused_max_tunnels``.
+* ``max_half_open_tunnels``: connections peers opened (SCCRQ answered) that are not yet
+  established, what a flood of SCCRQs piles up; beyond it the same StopCCN 2/4:
+  ``refused_max_half_open_tunnels``.
+* ``max_sessions``: calls of all connections together (:class:`SessionBudget`); a call request
+  beyond it gets CDN 4 / error 4: ``refused_max_sessions`` (``refused_tunnel_max_sessions``
+  for a tunnel's own ``max_sessions``).
+* ``sccrq_rate``/``sccrq_burst`` per source address (:class:`SourceRateLimiter`): SCCRQs
+  beyond it are dropped without an answer, since answering would amplify a flood towards a
+  possibly forged source: ``rx_sccrq_rate_limited``.
+
+Refusals for a bound are stateless: the StopCCN is built from the SCCRQ and sent once, no
+connection lingers for it (the peer's retransmitted SCCRQ gets another one), so a flood of
+refused SCCRQs cannot hold state either.
 """
 
 from __future__ import annotations
@@ -16,15 +34,18 @@ from __future__ import annotations
 import heapq
 import logging
 import os
+import struct
 from collections.abc import Callable
 from typing import Any
 
+from pyl2tp.wire.avp import ResultCode
 from pyl2tp.wire.constants import AvpType, ErrorCode, MessageType, StopCCNResult
 from pyl2tp.wire.errors import HeaderError, MessageError, ParseError
 from pyl2tp.wire.header import decode_control_header
-from pyl2tp.wire.message import ControlMessage, decode_message
+from pyl2tp.wire.message import ControlMessage, decode_message, encode_message
 
 from . import events as ev
+from .limits import SessionBudget, SourceRateLimiter
 from .params import CallParams, ConnectionParams
 from .tunnel import ControlConnection, Rng, State, assigned_id_type
 
@@ -44,26 +65,75 @@ def _refuse_all(_local: Any, _peer: Any, _msg: ControlMessage) -> Decision:
     return (StopCCNResult.NOT_AUTHORIZED, 0, "this host does not accept tunnels")
 
 
+_FIRST_AVP = struct.Struct(">HHHH")  # flags/length, vendor, type, value of the first AVP
+_CONTROL_HEADER_LEN = 12
+_LIMIT_LOG_INTERVAL = 10.0
+
+
+def _peek_type(data: bytes, offset: int) -> int | None:
+    """The Message Type of a control message without decoding it (None if the first AVP is
+    not a Message Type AVP), so that a flood is dropped before any real work."""
+    start = offset + _CONTROL_HEADER_LEN
+    if len(data) < start + _FIRST_AVP.size:
+        return None
+    word, vendor, attr, value = _FIRST_AVP.unpack_from(data, start)
+    if vendor or attr != AvpType.MESSAGE_TYPE or word & 0x4000:  # hidden is malformed
+        return None
+    return int(value)
+
+
 class ControlPlane:
     """Every control connection of one daemon, with their demultiplexing and timers."""
 
     def __init__(self, *, accept: AcceptPolicy = _refuse_all, rng: Rng = os.urandom,
                  tunnel_id_taken: Callable[[int], bool] | None = None,
                  session_id_taken: Callable[[int], bool] | None = None,
-                 max_tunnels: int = 4096) -> None:
+                 max_tunnels: int = 4096, max_half_open_tunnels: int = 1024,
+                 max_sessions: int = 65535, sccrq_rate: float = 50.0, sccrq_burst: int = 100,
+                 sccrq_sources: int = 4096) -> None:
         self.accept = accept
         self.rng = rng
         self.max_tunnels = max_tunnels
+        self.max_half_open_tunnels = max_half_open_tunnels
+        self.stats: dict[str, int] = {}
+        self.budget = SessionBudget(max_sessions, self._count)
+        self.sccrq_limiter = SourceRateLimiter(sccrq_rate, sccrq_burst, sccrq_sources)
         self._tunnel_id_taken = tunnel_id_taken or (lambda _tid: False)
         self._session_id_taken = session_id_taken
         self.conns: dict[int, ControlConnection] = {}
         self._by_peer: dict[tuple[Any, Any, int], ControlConnection] = {}
+        # Connections peers opened that are not established yet (max_half_open_tunnels).
+        self._half_open: set[int] = set()
+        # Our SCCRQs awaiting a reply, by (local, peer host, version): what a tie is
+        # checked against, without walking every connection on each SCCRQ.
+        self._dialling: dict[tuple[Any, Any, int], dict[int, ControlConnection]] = {}
+        self._dialling_key: dict[int, tuple[Any, Any, int]] = {}
         self._heap: list[tuple[float, int, int]] = []
         self._sched: dict[int, float] = {}
         self._seq = 0
         self._out: list[tuple[Any, Any, bytes]] = []
         self._events: list[ev.Event] = []
-        self.stats: dict[str, int] = {}
+        self._limit_logged: dict[str, float] = {}
+
+    def set_limits(self, *, max_tunnels: int, max_half_open_tunnels: int, max_sessions: int,
+                   sccrq_rate: float, sccrq_burst: int, sccrq_sources: int) -> None:
+        """Apply new bounds (a configuration reload). Existing tunnels and sessions above a
+        lowered bound stay; only new ones are refused. The rate table keeps its entries."""
+        self.max_tunnels = max_tunnels
+        self.max_half_open_tunnels = max_half_open_tunnels
+        self.budget.limit = max_sessions
+        limiter = self.sccrq_limiter
+        limiter.rate, limiter.burst, limiter.max_sources = sccrq_rate, sccrq_burst, sccrq_sources
+
+    @property
+    def half_open(self) -> int:
+        """Connections peers opened that are not established yet."""
+        return len(self._half_open)
+
+    @property
+    def sessions(self) -> int:
+        """Calls of every connection, in any state."""
+        return self.budget.used
 
     def _count(self, name: str) -> None:
         """Every datagram handed to :meth:`receive` lands in exactly one ``rx_*`` counter
@@ -89,8 +159,12 @@ class ControlPlane:
             raise ValueError(f"tunnel limit {self.max_tunnels} reached")
         conn = ControlConnection.dial(params, self._new_tunnel_id(params.version), now=now,
                                       rng=self.rng, ip_encap=ip_encap, peer=peer, local=local,
-                                      session_id_taken=self._session_id_taken)
+                                      session_id_taken=self._session_id_taken,
+                                      budget=self.budget)
         self.conns[conn.local_id] = conn
+        key = (local, peer[0], params.version)
+        self._dialling.setdefault(key, {})[conn.local_id] = conn
+        self._dialling_key[conn.local_id] = key
         self._collect(conn)
         return conn
 
@@ -139,13 +213,19 @@ class ControlPlane:
 
     def _receive_unaddressed(self, local: Any, data: bytes, offset: int, peer: Any,
                              now: float, version: int, ip_encap: bool) -> None:
+        if _peek_type(data, offset) == M.SCCRQ and not self.sccrq_limiter.allow(peer[0], now):
+            self._count("rx_sccrq_rate_limited")
+            return
+        # Decoded once for the policy and, when nothing in it is hidden, once for all.
+        reusable = True
         try:
-            msg = decode_message(data, offset=offset, validate=False)
+            msg = decode_message(data, offset=offset)
         except MessageError as exc:
             if not isinstance(exc.message, ControlMessage):
                 self._count("rx_malformed")
                 return
-            msg = exc.message  # hidden AVPs we cannot read yet; the type is known
+            msg = exc.message  # hidden AVPs we cannot read yet, or invalid: the type is known
+            reusable = False
         except ParseError:
             self._count("rx_malformed")
             return
@@ -179,8 +259,15 @@ class ControlPlane:
                 self._collect(known)
                 return
         if len(self.conns) >= self.max_tunnels:
-            decision, params = (StopCCNResult.GENERAL_ERROR, ErrorCode.NO_RESOURCES,
-                                f"tunnel limit {self.max_tunnels} reached"), None
+            self._refuse_for_limit(local, peer, msg, version, ip_encap, now,
+                                   "refused_max_tunnels", f"tunnel limit {self.max_tunnels} "
+                                   "reached")
+            return
+        if params is not None and len(self._half_open) >= self.max_half_open_tunnels:
+            self._refuse_for_limit(local, peer, msg, version, ip_encap, now,
+                                   "refused_max_half_open_tunnels",
+                                   f"{self.max_half_open_tunnels} tunnels are being set up")
+            return
         moved: list[tuple[CallParams, str]] = []
         replaced: ControlConnection | None = None
         if params is not None:
@@ -190,10 +277,16 @@ class ControlPlane:
                 return
         tid = self._new_tunnel_id(version)
         kw: dict[str, Any] = dict(now=now, rng=self.rng, ip_encap=ip_encap, peer=peer,
-                                  local=local, session_id_taken=self._session_id_taken)
+                                  local=local, session_id_taken=self._session_id_taken,
+                                  budget=self.budget)
         if params is not None:
             self._count("rx_sccrq_accepted")
-            conn = ControlConnection.answer(params, tid, data, offset, **kw)
+            if reusable and params.secret is not None and msg.ignored:
+                reusable = False  # an ignored AVP may be a hidden one our key would read
+            conn = ControlConnection.answer(params, tid, data, offset,
+                                            decoded=msg if reusable else None, **kw)
+            if conn.state in (State.IDLE, State.WAIT_CTL_CONN):
+                self._half_open.add(tid)
         else:
             assert isinstance(decision, tuple)
             result, error, text = decision
@@ -207,6 +300,31 @@ class ControlPlane:
             for call_params, direction in moved:
                 conn.place_call(call_params, direction=direction, now=now)
         self._collect(conn)
+
+    def _refuse_for_limit(self, local: Any, peer: Any, msg: ControlMessage, version: int,
+                          ip_encap: bool, now: float, counter: str, text: str) -> None:
+        """StopCCN 2 (general error) / 4 (insufficient resources) in answer to an SCCRQ,
+        without a connection: it goes out once per SCCRQ received, so the peer's
+        retransmission gets another, and holding nothing is the point of refusing."""
+        self._count("rx_sccrq_refused")
+        self._count(counter)
+        last = self._limit_logged.get(counter)
+        if last is None or now - last >= _LIMIT_LOG_INTERVAL:
+            self._limit_logged[counter] = now
+            log.info("refusing tunnels (%s): %s; %d refused so far", counter, text,
+                        self.stats[counter])
+        peer_tid = msg.get(assigned_id_type(version))
+        reply = ControlMessage(M.StopCCN, version=version,
+                               tunnel_id=peer_tid if isinstance(peer_tid, int) else 0,
+                               ns=0, nr=(msg.ns + 1) & 0xFFFF)
+        # A connection id of ours is required; it names nothing, like the refusal itself.
+        reply.add(assigned_id_type(version), self._new_tunnel_id(version))
+        reply.add(A.RESULT_CODE, ResultCode(StopCCNResult.GENERAL_ERROR,
+                                            ErrorCode.NO_RESOURCES, text))
+        try:
+            self._out.append((local, peer, encode_message(reply, ip_encap=ip_encap)))
+        except (ValueError, OverflowError):  # the peer's id did not fit our header
+            self._count("tx_encode_errors")
 
     @staticmethod
     def _assigned_id(data: bytes, offset: int, params: ConnectionParams | None,
@@ -228,9 +346,9 @@ class ControlPlane:
 
         Returns whether the received SCCRQ was consumed (we won, or nobody did) and, when we
         lost, our abandoned connection and the calls to move to the peer's."""
-        ours = next((c for c in self.conns.values()
-                     if c.initiator and c.state is State.WAIT_CTL_REPLY and c.local == local
-                     and c.peer[0] == peer[0] and c.version == version), None)
+        waiting = self._dialling.get((local, peer[0], version))
+        ours = next((c for c in waiting.values() if c.state is State.WAIT_CTL_REPLY),
+                    None) if waiting else None
         if ours is None:
             return False, None, []
         theirs = msg.get(A.TIE_BREAKER)
@@ -288,6 +406,16 @@ class ControlPlane:
             key = (conn.local, conn.peer, conn.peer_id)
             if key not in self._by_peer and not conn.dead:
                 self._by_peer[key] = conn
+        lid = conn.local_id
+        if lid in self._half_open and conn.state not in (State.IDLE, State.WAIT_CTL_CONN):
+            self._half_open.discard(lid)
+        if lid in self._dialling_key and conn.state is not State.WAIT_CTL_REPLY:
+            key = self._dialling_key.pop(lid)
+            waiting = self._dialling.get(key)
+            if waiting is not None:
+                waiting.pop(lid, None)
+                if not waiting:
+                    del self._dialling[key]
         if conn.dead:
             self.conns.pop(conn.local_id, None)
             self._sched.pop(conn.local_id, None)

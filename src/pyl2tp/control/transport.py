@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 from collections import deque
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -107,6 +108,10 @@ class TransportConfig:
     retransmission timeout: both RFCs forbid withholding acknowledgements."""
     reorder: bool = True
     """Buffer out-of-order messages within our window (False: drop them, as xl2tpd does)."""
+    max_buffered: int | None = None
+    """Bound on out-of-order messages held at once (None: whatever the window admits).
+    Beyond it they are dropped and counted in ``rx_queue_full``; the peer retransmits them,
+    as both RFCs allow a receiver that does not buffer at all."""
     explicit_ack: bool = False
     max_queue: int = 1024
     """Bound on queued plus unacknowledged messages; :meth:`ReliableTransport.send` raises
@@ -137,6 +142,8 @@ class TransportConfig:
             raise ValueError("the explicit ACK message exists only in L2TPv3")
         if self.max_queue < 1:
             raise ValueError("max_queue must be at least 1")
+        if self.max_buffered is not None and self.max_buffered < 0:
+            raise ValueError("max_buffered must not be negative")
         if self.linger is not None and not (self.linger >= 0 and math.isfinite(self.linger)):
             raise ValueError("linger must be a non-negative number")
 
@@ -217,6 +224,8 @@ class TransportStats:
     """Messages ahead of the expected Ns but within our window (buffered unless
     ``reorder`` is off)."""
     rx_out_of_window: int = 0
+    rx_queue_full: int = 0
+    """Out-of-order messages dropped because ``max_buffered`` were already held."""
     invalid_nr: int = 0
 
 
@@ -231,6 +240,22 @@ class SendQueueFull(TransportError):
 
 # --------------------------------------------------------------------------------------------
 # The transport
+
+
+_INIT_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(ControlMessage)
+                                     if f.init))
+_OTHER_FIELDS = tuple(f.name for f in dataclasses.fields(ControlMessage) if not f.init)
+
+
+def _stamped(msg: ControlMessage, ns: int, nr: int) -> ControlMessage:
+    """A copy of ``msg`` carrying ``ns`` and ``nr``: ``dataclasses.replace`` without its
+    per-call field introspection (this runs for every message sent)."""
+    copy = ControlMessage(*_INIT_FIELDS(msg))
+    for name in _OTHER_FIELDS:
+        setattr(copy, name, getattr(msg, name))
+    copy.ns = ns
+    copy.nr = nr
+    return copy
 
 
 class _Entry:
@@ -455,7 +480,7 @@ class ReliableTransport:
             self._ack_pending = False
             return []
         nr = self._rcv_nxt
-        out = [dataclasses.replace(e.msg, ns=e.ns, nr=nr) for e in outbox if not e.acked]
+        out = [_stamped(e.msg, e.ns, nr) for e in outbox if not e.acked]
         if out:
             self._ack_pending = False  # piggybacked
         elif self._ack_pending and self._ack_deadline <= self._now:
@@ -527,7 +552,11 @@ class ReliableTransport:
                 else:
                     self.stats.rx_out_of_order += 1
                     if self.config.reorder:
-                        self._reorder[msg.ns] = msg
+                        limit = self.config.max_buffered
+                        if limit is not None and len(self._reorder) >= limit:
+                            self.stats.rx_queue_full += 1
+                        else:
+                            self._reorder[msg.ns] = msg
             else:
                 self.stats.rx_out_of_window += 1
         self._service(now)
@@ -538,6 +567,12 @@ class ReliableTransport:
         if not self._ack_pending:
             self._ack_pending = True
             self._ack_deadline = now + self.config.ack_delay
+
+    def ack_now(self) -> None:
+        """Make an owed acknowledgement due at once instead of after ``ack_delay``: for a
+        message no reply will follow (HELLO), waiting only costs a timer and a wake-up."""
+        if self._ack_pending:
+            self._ack_deadline = self._now
 
     def _apply_nr(self, nr: int) -> None:
         """Release every unacknowledged message with Ns before ``nr``; an Nr before the oldest

@@ -19,14 +19,17 @@ Decisions where the RFCs leave room, each implemented below:
 * A tunnel or call that does not reach "established" within ``setup_timeout`` is cleared
   with StopCCN 7 / CDN 10 (v2) or 16 (v3), so a peer that acknowledges but never completes
   the exchange cannot hold state forever.
-* HELLO is sent after ``hello_interval`` seconds without any message from the peer; its
-  delivery failing (retries exhausted) clears the tunnel with reason "hello timeout".
+* HELLO is sent ``hello_interval`` seconds after our last HELLO, or 1.25 times that after the
+  peer's last message (acknowledgements aside), so that one end keeps the connection alive and
+  the other only answers, instead of both sending one at the same moment. Its delivery failing
+  (retries exhausted) clears the tunnel with reason "hello timeout". A HELLO is acknowledged at
+  once, since no reply will carry the acknowledgement.
 """
 
 from __future__ import annotations
 
-import contextlib
 import enum
+import heapq
 import logging
 import os
 from collections.abc import Callable
@@ -48,6 +51,7 @@ from pyl2tp.wire.message import ControlMessage, decode_message, encode_message, 
 
 from . import events as ev
 from .call import Call, CallState
+from .limits import SessionBudget
 from .params import CallParams, ConnectionParams
 from .transport import LingerExpired, ReliableTransport, RetriesExhausted, SendQueueFull
 
@@ -59,6 +63,9 @@ M = MessageType
 Rng = Callable[[int], bytes]
 
 CHALLENGE_LEN = 16
+HELLO_RECEIVER_SLACK = 1.25
+"""How much longer than ``hello_interval`` a connection waits after the peer's last message
+before sending a HELLO itself (see :meth:`ControlConnection.receive`)."""
 NONCE_LEN = 16
 V2_PROTOCOL = ProtocolVersion(1, 0)
 
@@ -93,8 +100,8 @@ class ControlConnection:
 
     def __init__(self, params: ConnectionParams, local_id: int, *, now: float,
                  rng: Rng = os.urandom, ip_encap: bool = False, peer: Any = None,
-                 local: Any = None, session_id_taken: Callable[[int], bool] | None = None
-                 ) -> None:
+                 local: Any = None, session_id_taken: Callable[[int], bool] | None = None,
+                 budget: SessionBudget | None = None) -> None:
         self.params = params
         self.version = params.version
         self.local_id = local_id
@@ -117,9 +124,19 @@ class ControlConnection:
         self.peer_tie_breaker: bytes | None = None
         self.calls: dict[int, Call] = {}
         self._by_peer_sid: dict[int, Call] = {}
-        self._pending: list[Call] = []  # waiting for the tunnel
+        # Calls of ours waiting for the tunnel, or for a free slot of max_call_setups.
+        self._pending: dict[int, Call] = {}
+        # Calls of ours whose request is out and unanswered (bounded by max_call_setups).
+        # (a dict as an ordered set: an empty one costs a quarter of an empty set)
+        self._in_setup: dict[int, None] = {}
+        # Setup deadlines of calls not yet established, as a heap of (deadline, seq, call);
+        # entries of calls that came up or went away are skipped when they surface, so no
+        # message has to walk every call of the tunnel.
+        self._call_timers: list[tuple[float, int, Call]] = []
+        self._timer_seq = 0
         self._serial = 0
         self._session_id_taken = session_id_taken or (lambda _sid: False)
+        self._budget = budget
         # authentication
         secret = params.secret
         self._hide_key = params.hide_key
@@ -157,15 +174,23 @@ class ControlConnection:
 
     @classmethod
     def answer(cls, params: ConnectionParams, local_id: int, data: bytes, offset: int, *,
-               now: float, rng: Rng = os.urandom, **kw: Any) -> ControlConnection:
+               now: float, rng: Rng = os.urandom, decoded: ControlMessage | None = None,
+               **kw: Any) -> ControlConnection:
         """Start a connection from a received SCCRQ (tunnel id 0). The result may already be
-        closing (refused with StopCCN) or dead (the SCCRQ was unusable)."""
+        closing (refused with StopCCN) or dead (the SCCRQ was unusable). ``decoded`` is the
+        SCCRQ as the caller already decoded it (see :meth:`receive`)."""
         conn = cls(params, local_id, now=now, rng=rng, **kw)
-        with contextlib.suppress(HeaderError):
+        if decoded is not None:
+            ns: int | None = decoded.ns
+        else:
+            try:
+                ns = decode_control_header(data, offset).ns
+            except HeaderError:
+                ns = None
+        if ns is not None:
             # Normally 0, but a recovering peer (RFC 4951) may start elsewhere.
-            ns = decode_control_header(data, offset).ns
             conn.transport = ReliableTransport(conn.transport.config, initial_nr=ns)
-        conn.receive(data, offset, now)
+        conn.receive(data, offset, now, decoded=decoded)
         return conn
 
     @classmethod
@@ -279,7 +304,7 @@ class ControlConnection:
                 self._teardown(now, "control queue full", StopCCNResult.GENERAL_ERROR,
                                ErrorCode.NO_RESOURCES, by_peer=False, send=False)
             return
-        self._count(f"tx_{message_name(msg.msg_type)}")
+        self._count(_counter_name("tx_", msg.msg_type))
 
     def datagrams_to_send(self) -> list[bytes]:
         """Encoded datagrams due now (IP encapsulation adds the 4 zero octets)."""
@@ -311,35 +336,50 @@ class ControlConnection:
 
     # ---- receiving --------------------------------------------------------------------------
 
-    def receive(self, data: bytes, offset: int, now: float) -> None:
-        """One datagram addressed to this connection (the driver demultiplexed it)."""
+    def receive(self, data: bytes, offset: int, now: float, *,
+                decoded: ControlMessage | None = None) -> None:
+        """One datagram addressed to this connection (the driver demultiplexed it).
+
+        ``decoded`` is the same datagram already decoded and validated by the caller, which
+        it may only pass when the message has no hidden AVPs (our hiding key would change
+        nothing): the plane decodes every SCCRQ for its accept policy, and decoding it again
+        here would double the cost of accepting a tunnel."""
         self._now = now
         if self.state is State.DEAD:
             return
         error: MessageError | None = None
-        try:
-            msg = decode_message(data, offset=offset, hide_key=self._hide_key)
-        except MessageError as exc:
-            if not isinstance(exc.message, ControlMessage):
+        if decoded is not None:
+            msg = decoded
+        else:
+            try:
+                msg = decode_message(data, offset=offset, hide_key=self._hide_key)
+            except MessageError as exc:
+                if not isinstance(exc.message, ControlMessage):
+                    self._count("rx_malformed")
+                    return
+                msg, error = exc.message, exc
+            except ParseError as exc:
                 self._count("rx_malformed")
+                log.debug("tunnel %d: malformed control message: %s", self.local_id, exc)
                 return
-            msg, error = exc.message, exc
-        except ParseError as exc:
-            self._count("rx_malformed")
-            log.debug("tunnel %d: malformed control message: %s", self.local_id, exc)
-            return
         if msg.version != self.version:
             self._count("rx_wrong_version")
             return
         if not self._authentic(msg, data, offset, now):
             return
-        if self._hello_due is not None:
-            self._hello_due = now + self.params.hello_interval
+        if self._hello_due is not None and not (
+                msg.msg_type == M.ZLB or (msg.msg_type == M.ACK and self.version == 3)):
+            # A message from the peer postpones our HELLO by a quarter more than the peer's
+            # own timer runs after sending one, and the mere acknowledgement of ours does not
+            # postpone it at all: so one end keeps sending HELLOs and the other only answers.
+            # Otherwise the next HELLO arrives just as the receiver's timer expires, and both
+            # ends send one, every interval.
+            self._hello_due = now + self.params.hello_interval * HELLO_RECEIVER_SLACK
         delivered = self.transport.receive(msg, now)
         for m in delivered:
             if self.state in (State.DEAD, State.CLOSING):
                 break
-            self._count(f"rx_{m.name}")
+            self._count(_counter_name("rx_", m.msg_type))
             if self.version == 2:
                 self.transport.ack_session_id = self._peer_session_of(m)
             if m is msg and error is not None:
@@ -481,7 +521,9 @@ class ControlConnection:
         elif t == M.StopCCN:
             self._on_stopccn(msg, now)
         elif t == M.HELLO:
-            pass  # acknowledged by the transport
+            # Acknowledged by the transport, at once: no reply will carry the ack, and a
+            # delayed one costs a timer per tunnel per hello interval.
+            self.transport.ack_now()
         elif t in SESSION_MESSAGES:
             if not self.established:
                 raise _Refuse(StopCCNResult.FSM_ERROR, 0,
@@ -574,14 +616,15 @@ class ControlConnection:
         self.established_at = now
         self._setup_deadline = None
         if self.params.hello_interval > 0:
-            self._hello_due = now + self.params.hello_interval
+            # The initiator is up when the SCCRP arrives, the responder one trip later on the
+            # SCCCN: the initiator's timer runs first and it becomes the end that sends HELLOs
+            # (see receive()).
+            slack = 1.0 if self.initiator else HELLO_RECEIVER_SLACK
+            self._hello_due = now + self.params.hello_interval * slack
         self._events.append(ev.TunnelUp(self))
         log.info("tunnel %d established with %s (peer id %d, host %r)", self.local_id,
                  self.peer, self.peer_id, self.peer_host_name)
-        pending, self._pending = self._pending, []
-        for call in pending:
-            if not call.dead:
-                self._start_call(call, now)
+        self._start_next(now)
 
     def _on_stopccn(self, msg: ControlMessage, now: float) -> None:
         self._learn_id_from_stopccn(msg)
@@ -622,6 +665,9 @@ class ControlConnection:
         if len(self.calls) >= self.params.max_sessions:
             raise ValueError(f"the tunnel already has {len(self.calls)} sessions "
                              f"(max_sessions {self.params.max_sessions})")
+        if self._budget is not None and self._budget.full:
+            raise ValueError(f"the daemon already has {self._budget.used} sessions "
+                             f"(max_sessions {self._budget.limit})")
         params = params or self.params.call
         if self.version == 3 and params.pw_type not in self.params.pw_types:
             raise ValueError(f"pseudowire type {params.pw_type} is not enabled on this tunnel")
@@ -631,13 +677,32 @@ class ControlConnection:
                     serial=self._serial, now=now)
         if self.version == 3 and self.params.tie_breaker:
             call.tie_breaker = self.rng(8)
-        self.calls[call.local_id] = call
+        self._add_call(call)
+        self._pending[call.local_id] = call
         if self.established:
-            self._start_call(call, now)
+            self._start_next(now)
             self._after(now)
-        else:
-            self._pending.append(call)
         return call
+
+    def _add_call(self, call: Call) -> None:
+        self.calls[call.local_id] = call
+        if self._budget is not None:
+            self._budget.add()
+
+    def _arm_call(self, call: Call) -> None:
+        """Put the call's setup deadline on the timer heap."""
+        self._timer_seq += 1
+        heapq.heappush(self._call_timers, (call.deadline, self._timer_seq, call))
+
+    def _start_next(self, now: float) -> None:
+        """Send the requests of waiting calls of ours while fewer than ``max_call_setups``
+        are unanswered."""
+        pending = self._pending
+        limit = self.params.max_call_setups
+        while pending and len(self._in_setup) < limit and self.state is State.ESTABLISHED:
+            call = pending.pop(next(iter(pending)))
+            if not call.dead:
+                self._start_call(call, now)
 
     def _start_call(self, call: Call, now: float) -> None:
         call.deadline = now + self.params.setup_timeout  # time waiting for the tunnel is free
@@ -645,6 +710,8 @@ class ControlConnection:
             self._call_down(call, now, f"peer does not support pseudowire type {call.pw_type}",
                             CDNResult.UNSUPPORTED_PW_TYPE, 0, send=False, by_peer=False)
             return
+        self._in_setup[call.local_id] = None
+        self._arm_call(call)
         self._send(call.request(), now)
 
     def disconnect_call(self, call: Call, now: float, *, result: int = CDNResult.ADMINISTRATIVE,
@@ -746,14 +813,18 @@ class ControlConnection:
         if self.version == 3 and self._session_tie(msg, now):
             return
         if len(self.calls) >= self.params.max_sessions:
-            self._cdn_unknown(msg, now, CDNResult.NO_FACILITIES_TEMPORARY, ErrorCode.NO_RESOURCES,
-                              f"session limit {self.params.max_sessions} reached")
+            self._refuse_call(msg, now, "refused_tunnel_max_sessions",
+                              f"session limit {self.params.max_sessions} of the tunnel reached")
+            return
+        if self._budget is not None and self._budget.full:
+            self._refuse_call(msg, now, "refused_max_sessions",
+                              f"session limit {self._budget.limit} of the host reached")
             return
         call = Call(self, self._new_session_id(), self.params.call, direction=direction,
                     initiator=False, serial=0, now=now)
         refused = call.refuse_request(msg)
         call.learn_request(msg)
-        self.calls[call.local_id] = call
+        self._add_call(call)
         self._by_peer_sid[call.peer_id] = call
         if refused:
             self._call_down(call, now, refused[2], refused[0], refused[1], send=True,
@@ -762,17 +833,31 @@ class ControlConnection:
         self._send(call.reply(), now)
         if direction == "incoming":
             call.state = CallState.WAIT_CONNECT
+            self._arm_call(call)
         else:
             # We are the LAC of an outgoing call: there is no bearer to dial, so the call is
             # "answered" at once (RFC 2661 §7.5 wait-cs-answer collapses).
             self._send(call.connected(), now)
             self._call_up(call, now)
 
+    def _refuse_call(self, msg: ControlMessage, now: float, counter: str, text: str) -> None:
+        """A call request beyond a session bound: CDN 4 (lack of facilities, temporary) with
+        error 4 (insufficient resources), counted here and in the daemon's counters."""
+        self._count(counter)
+        if self._budget is not None:
+            self._budget.count(counter)
+        self._cdn_unknown(msg, now, CDNResult.NO_FACILITIES_TEMPORARY, ErrorCode.NO_RESOURCES,
+                          text)
+
     def _session_tie(self, msg: ControlMessage, now: float) -> bool:
         """RFC 3931 §5.4.4 session tie breaking; True if the request was consumed."""
         end_id = msg.get(A.REMOTE_END_ID, b"")
-        ours = next((c for c in self.calls.values() if c.initiator and c.state is
-                     CallState.WAIT_REPLY and c.remote_end_id == end_id and end_id), None)
+        if not end_id:
+            return False  # ties are recognised by Remote End ID only
+        # Only our unanswered requests can tie: at most max_call_setups of them.
+        ours = next((c for sid in self._in_setup if (c := self.calls.get(sid)) is not None
+                     and c.initiator and c.state is CallState.WAIT_REPLY
+                     and c.remote_end_id == end_id), None)
         if ours is None:
             return False
         theirs = msg.get(A.TIE_BREAKER)
@@ -795,6 +880,9 @@ class ControlConnection:
         call.state = CallState.ESTABLISHED
         call.established_at = now
         self._events.append(ev.CallUp(call))
+        if call.local_id in self._in_setup:
+            del self._in_setup[call.local_id]
+            self._start_next(now)
 
     def _call_down(self, call: Call, now: float, reason: str, result: int | None,
                    error: int | None, *, send: bool, by_peer: bool) -> None:
@@ -803,13 +891,16 @@ class ControlConnection:
             self._send(call.disconnect(result or CDNResult.GENERAL_ERROR, error or 0, reason),
                        now)
         call.state = CallState.DEAD
-        self.calls.pop(call.local_id, None)
+        if self.calls.pop(call.local_id, None) is call and self._budget is not None:
+            self._budget.remove()
         if self._by_peer_sid.get(call.peer_id) is call:
             del self._by_peer_sid[call.peer_id]
-        if call in self._pending:
-            self._pending.remove(call)
+        self._pending.pop(call.local_id, None)
         self._events.append(ev.CallDown(call, reason, result, error, by_peer, was_up))
         log.info("session %d/%d down: %s", self.local_id, call.local_id, reason)
+        if call.local_id in self._in_setup:
+            del self._in_setup[call.local_id]
+            self._start_next(now)
 
     # ---- teardown ---------------------------------------------------------------------------
 
@@ -841,10 +932,12 @@ class ControlConnection:
             self._send(msg, now)
         self.result = ResultCode(result, error, reason) if result is not None else None
         self.down_reason = reason
+        self._pending.clear()  # so that no call down below starts a waiting one
         for call in list(self.calls.values()):
             self._call_down(call, now, "tunnel closed", None, None, send=False,
                             by_peer=by_peer)
-        self._pending.clear()
+        self._in_setup.clear()
+        self._call_timers.clear()
         self._setup_deadline = None
         self._hello_due = None
         self.state = State.CLOSING
@@ -865,10 +958,23 @@ class ControlConnection:
             if t is not None and (best is None or t < best):
                 best = t
         if self.established:
-            for call in self.calls.values():
-                if not call.established and (best is None or call.deadline < best):
-                    best = call.deadline
+            t = self._next_call_deadline()
+            if t is not None and (best is None or t < best):
+                best = t
         return best
+
+    def _call_timer_live(self, entry: tuple[float, int, Call]) -> bool:
+        deadline, _seq, call = entry
+        return (deadline == call.deadline and not call.established and not call.dead
+                and self.calls.get(call.local_id) is call)
+
+    def _next_call_deadline(self) -> float | None:
+        heap = self._call_timers
+        while heap:
+            if self._call_timer_live(heap[0]):
+                return heap[0][0]
+            heapq.heappop(heap)
+        return None
 
     def handle_timer(self, now: float) -> None:
         self._now = now
@@ -884,11 +990,15 @@ class ControlConnection:
                 self._teardown(now, "control connection not established in time",
                                StopCCNResult.FSM_ERROR, 0, by_peer=False)
         if self.established:
-            for call in [c for c in self.calls.values() if not c.established]:
-                if now >= call.deadline:
-                    result = CDNResult.FSM_ERROR if self.version == 3 else CDNResult.TIMEOUT
-                    self._call_down(call, now, "session not established in time", result, 0,
-                                    send=call.state is not CallState.WAIT_TUNNEL, by_peer=False)
+            heap = self._call_timers
+            while heap and heap[0][0] <= now and self.state is State.ESTABLISHED:
+                entry = heapq.heappop(heap)
+                if not self._call_timer_live(entry):
+                    continue
+                call = entry[2]
+                result = CDNResult.FSM_ERROR if self.version == 3 else CDNResult.TIMEOUT
+                self._call_down(call, now, "session not established in time", result, 0,
+                                send=call.state is not CallState.WAIT_TUNNEL, by_peer=False)
             if self._hello_due is not None and now >= self._hello_due:
                 self._hello_due = now + self.params.hello_interval
                 if self.transport.outstanding == 0:
@@ -938,6 +1048,18 @@ class ControlConnection:
             "counters": dict(sorted(self.stats.items())),
             "transport": {k: getattr(t.stats, k) for k in t.stats.__dataclass_fields__},
         }
+
+
+_COUNTER_NAMES: dict[tuple[str, int], str] = {}
+
+
+def _counter_name(prefix: str, msg_type: int) -> str:
+    """``rx_HELLO`` and the like, built once per message type: every message counts one."""
+    key = (prefix, msg_type)
+    name = _COUNTER_NAMES.get(key)
+    if name is None:
+        name = _COUNTER_NAMES[key] = prefix + message_name(msg_type)
+    return name
 
 
 def assigned_id_type(version: int) -> int:

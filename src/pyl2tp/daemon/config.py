@@ -122,18 +122,29 @@ class TunnelParams:
     sequencing: bool = False
     reorder_timeout: float = 0.0
     setup_timeout: float = 30.0
+    control_rx_queue: int = 16
 
 
 @dataclass(frozen=True, slots=True)
 class DaemonSection:
     """Process-wide settings. ``router_id`` stays None until the daemon derives one, because
-    the best source (a local address) is only known once listeners are bound."""
+    the best source (a local address) is only known once listeners are bound.
+
+    The ``max_*`` and ``sccrq_*`` keys bound what peers can make the daemon hold (see
+    docs/configuration.md): each has a default that a host of modest size carries, and each is
+    enforced with the protocol's refusal and a named counter rather than by failing."""
 
     host_name: str = field(default_factory=socket.gethostname)
     router_id: int | None = None
     socket: str | None = None
     log_level: str = "info"
     max_tunnels: int = 4096
+    max_half_open_tunnels: int = 1024
+    max_sessions: int = 65535
+    sccrq_rate: float = 50.0
+    sccrq_burst: int = 100
+    sccrq_sources: int = 4096
+    max_ppp_negotiations: int = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -688,6 +699,7 @@ _PARAMS: Final[dict[str, Conv]] = {
     "sequencing": _boolean,
     "reorder_timeout": _seconds(0),
     "setup_timeout": _seconds(0, strict=True),
+    "control_rx_queue": _integer(0, MAX_RECEIVE_WINDOW),
 }
 
 _SESSION_PARAMS: Final = {
@@ -707,6 +719,12 @@ _DAEMON: Final[dict[str, Conv]] = {
     "socket": _socket_path,
     "log_level": _choice(_LOG_LEVELS),
     "max_tunnels": _integer(1),
+    "max_half_open_tunnels": _integer(1),
+    "max_sessions": _integer(1),
+    "sccrq_rate": _seconds(0),  # a number >= 0 (per second); the converter is the same
+    "sccrq_burst": _integer(1),
+    "sccrq_sources": _integer(1),
+    "max_ppp_negotiations": _integer(1),
 }
 
 _LISTEN: Final[dict[str, Conv]] = {

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import resource
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -28,7 +29,7 @@ from pyl2tp.dataplane.model import Session, Tunnel
 from pyl2tp.dataplane.registry import Registry
 from pyl2tp.dataplane.userspace import Endpoint, UserspaceBackend
 from pyl2tp.errors import L2tpError
-from pyl2tp.wire.constants import L2TP_PORT, CDNResult, EncapType, StopCCNResult
+from pyl2tp.wire.constants import L2TP_PORT, CDNResult, EncapType, ErrorCode, StopCCNResult
 from pyl2tp.wire.message import ControlMessage
 
 from .deadline import DeadlineTimer
@@ -37,6 +38,42 @@ log = logging.getLogger("pyl2tp.control")
 
 Policy = Callable[[Endpoint, tuple[str, int], ControlMessage], Decision]
 Publish = Callable[[str, dict[str, Any]], None]
+
+SOURCE_CACHE_TTL = 60.0
+"""How long a routing decision (our source address towards a peer) is reused: long enough
+that a burst of tunnels from one peer probes the routing table once, short enough that a
+route change shows within a minute."""
+SOURCE_CACHE_SIZE = 4096
+TIMER_SLACK = 0.005
+"""The loop timer fires this much after the plane's next deadline, so that the deadlines of
+the next few milliseconds are handled in the same wake-up: thousands of idle tunnels have
+thousands of HELLO timers, and each wake-up of the event loop costs more than the handling
+of one of them. Protocol timers are seconds; 5 ms does not change their meaning."""
+
+
+def raise_nofile_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit and return the new (soft, hard).
+
+    Every Ethernet session holds a TAP descriptor and every tunnel dialled from its own port a
+    socket; the usual soft limit of 1024 would refuse the thousandth session (EMFILE) on a host
+    whose hard limit allows far more. Raising the soft limit up to the hard one needs no
+    privilege. Failure leaves the limit as it was."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard or soft == resource.RLIM_INFINITY:
+        return soft, hard
+    candidates = [hard]
+    if hard == resource.RLIM_INFINITY:
+        # The kernel caps descriptors at fs.nr_open; an unlimited hard limit means that.
+        with contextlib.suppress(OSError, ValueError), open("/proc/sys/fs/nr_open") as f:
+            candidates.append(int(f.read()))
+    for want in candidates:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (OSError, ValueError):
+            continue
+        log.debug("RLIMIT_NOFILE soft limit raised from %s to %s", soft, want)
+        return want, hard
+    return soft, hard
 
 
 def family_of(address: str) -> int:
@@ -76,6 +113,10 @@ class ControlDriver:
             tunnel_id_taken=lambda tid: tid in registry.tunnels,
             session_id_taken=lambda sid: sid in registry.v3_sessions,
         )
+        self.max_ppp_negotiations = 1024
+        """Bound the PPP manager applies to sessions still negotiating PPP (set with the
+        other limits by :meth:`set_limits`)."""
+        self._sources: dict[tuple[int, str], tuple[float, str]] = {}
         self.listeners: list[Endpoint] = []
         self._refs: dict[Endpoint, int] = {}
         # Control connections holding a reference on their socket (conn.local).
@@ -87,6 +128,37 @@ class ControlDriver:
         self.observers: list[Callable[[ev.Event], None]] = []
         backend.control_handler = self._on_datagram
         registry.listeners.append(self._on_registry)
+
+    # ---- limits and counters -----------------------------------------------------------------
+
+    def set_limits(self, *, max_tunnels: int, max_half_open_tunnels: int, max_sessions: int,
+                   sccrq_rate: float, sccrq_burst: int, sccrq_sources: int,
+                   max_ppp_negotiations: int) -> None:
+        """The ``[daemon]`` resource bounds (at start and on every reload)."""
+        self.plane.set_limits(max_tunnels=max_tunnels,
+                              max_half_open_tunnels=max_half_open_tunnels,
+                              max_sessions=max_sessions, sccrq_rate=sccrq_rate,
+                              sccrq_burst=sccrq_burst, sccrq_sources=sccrq_sources)
+        self.max_ppp_negotiations = max_ppp_negotiations
+
+    def count(self, name: str) -> None:
+        """Bump a daemon-wide counter; they are the plane's, shown by ``control_stats``."""
+        self.plane.stats[name] = self.plane.stats.get(name, 0) + 1
+
+    def source_for(self, family: int, peer: str) -> str:
+        """:func:`source_address`, remembered per peer for :data:`SOURCE_CACHE_TTL` seconds:
+        a tunnel coming up would otherwise open a probe socket each time."""
+        key = (family, peer)
+        now = self.loop.time()
+        hit = self._sources.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        address = source_address(family, peer)
+        if address != wildcard(family):  # a failed probe is retried next time
+            if len(self._sources) >= SOURCE_CACHE_SIZE:
+                self._sources.clear()
+            self._sources[key] = (now + SOURCE_CACHE_TTL, address)
+        return address
 
     # ---- sockets ----------------------------------------------------------------------------
 
@@ -163,12 +235,17 @@ class ControlDriver:
         return call
 
     def hangup(self, conn: ControlConnection, call: Call | None = None, *,
-               text: str = "administrative") -> None:
+               text: str = "administrative", result: int | None = None,
+               error: int = ErrorCode.NO_ERROR) -> None:
+        """StopCCN (no ``call``) or CDN; ``result`` defaults to the administrative codes
+        (StopCCN 1, CDN 3)."""
         now = self.loop.time()
         if call is None:
-            conn.close(now, result=StopCCNResult.GENERAL_CLEAR, text=text)
+            conn.close(now, result=StopCCNResult.GENERAL_CLEAR if result is None else result,
+                       error=error, text=text)
         else:
-            conn.disconnect_call(call, now, result=CDNResult.ADMINISTRATIVE, text=text)
+            conn.disconnect_call(call, now, result=CDNResult.ADMINISTRATIVE if result is None
+                                 else result, error=error, text=text)
         self.plane.touch(conn)
         self._pump()
 
@@ -218,7 +295,8 @@ class ControlDriver:
                         observer(event)
                 except Exception:  # one bad event must not stop the others or the loop
                     log.exception("control event %r failed", event)
-        self._timer.arm(self.plane.next_deadline())
+        deadline = self.plane.next_deadline()
+        self._timer.arm(None if deadline is None else deadline + TIMER_SLACK)
 
     # ---- events -> data plane -----------------------------------------------------------------
 
@@ -243,7 +321,7 @@ class ControlDriver:
         ep: Endpoint = conn.local
         host, port = conn.peer
         tunnel = Tunnel(conn.local_id, conn.peer_id, conn.version, ep.encap,
-                        family=ep.family, local=source_address(ep.family, host), remote=host,
+                        family=ep.family, local=self.source_for(ep.family, host), remote=host,
                         udp_sport=ep.port, udp_dport=port, managed=True,
                         # The control messages share this socket: keep its checksums on.
                         udp_csum=True)
@@ -352,4 +430,4 @@ class ControlDriver:
         return out
 
 
-__all__ = ["ControlDriver", "family_of", "source_address", "wildcard"]
+__all__ = ["ControlDriver", "family_of", "raise_nofile_limit", "source_address", "wildcard"]

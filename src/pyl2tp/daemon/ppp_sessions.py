@@ -9,11 +9,18 @@ channels spliced, frames relayed untouched both ways.
 
 Either side's end ends the pair: PPP finishing hangs up its call (CDN), a CDN or StopCCN
 stops the PPP endpoint, and a switched call going down takes its partner with it.
+
+PPP negotiations in progress are bounded (``[daemon] max_ppp_negotiations``): each one may
+hold an authentication request with the backend, and an LNS that thousands of subscribers
+reach at once (after an outage) should finish some rather than start all. A call beyond the
+bound is hung up at once with CDN 4 ("lack of facilities, temporary") / error 4, so the LAC
+retries later, and counted in ``refused_max_ppp_negotiations``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -33,7 +40,7 @@ from pyl2tp.ppp.link import LinkConfig, PppLink
 from pyl2tp.ppp.pool import AddressPool
 from pyl2tp.ppp.secrets import SecretsError, SecretsFile
 from pyl2tp.pw.ppp import PppChannel
-from pyl2tp.wire.constants import PwType
+from pyl2tp.wire.constants import CDNResult, ErrorCode, PwType
 
 from .config import PppProfile
 from .control import ControlDriver
@@ -121,7 +128,14 @@ class PppManager:
         self._fixed: dict[IPv4Address, CallKey] = {}
         self._secrets: dict[str, _Secrets] = {}
         self._switched: dict[CallKey, _Switched] = {}
+        # Endpoints started whose PPP is not up yet (bounded by max_ppp_negotiations).
+        self._negotiating: set[CallKey] = set()
         driver.observers.append(self.on_event)
+
+    @property
+    def negotiating(self) -> int:
+        """PPP endpoints started and not yet up."""
+        return len(self._negotiating)
 
     # -- control-plane events -----------------------------------------------------------------
 
@@ -148,9 +162,10 @@ class PppManager:
         pw = session.pw if session is not None else None
         return pw if isinstance(pw, PppChannel) else None
 
-    def _hangup(self, call: Call, text: str) -> None:
+    def _hangup(self, call: Call, text: str, *, result: int | None = None,
+                error: int = ErrorCode.NO_ERROR) -> None:
         if not call.dead and not call.conn.dead:
-            self.driver.hangup(call.conn, call, text=text[:200])
+            self.driver.hangup(call.conn, call, text=text[:200], result=result, error=error)
 
     # -- termination --------------------------------------------------------------------------
 
@@ -163,6 +178,15 @@ class PppManager:
             why = f"PPP profile {name!r} not configured" if profile is None else "no channel"
             log.warning("%s: %s", label, why)
             self.loop.call_soon(self._hangup, call, why)
+            return
+        limit = self.driver.max_ppp_negotiations
+        if len(self._negotiating) >= limit:
+            self.driver.count("refused_max_ppp_negotiations")
+            log.info("%s: refused, %d PPP negotiations in progress (max_ppp_negotiations)",
+                     label, limit)
+            self.loop.call_soon(functools.partial(
+                self._hangup, call, f"{limit} PPP negotiations in progress",
+                result=CDNResult.NO_FACILITIES_TEMPORARY, error=ErrorCode.NO_RESOURCES))
             return
         backend: AuthBackend | None = None
         credentials = None
@@ -187,9 +211,16 @@ class PppManager:
                                mtu=profile.mtu, backend=backend,
                                default_route=profile.default_route,
                                on_finished=lambda ep, reason: self._finished(key, call, reason),
-                               publish=self.publish)
+                               publish=functools.partial(self._endpoint_event, key))
         self.endpoints[key] = endpoint
+        self._negotiating.add(key)
         endpoint.start()
+
+    def _endpoint_event(self, key: CallKey, event: str, attrs: dict[str, Any]) -> None:
+        """An endpoint's notification, passed on; ``ppp_up`` ends its negotiation."""
+        if event == "ppp_up":
+            self._negotiating.discard(key)
+        self.publish(event, attrs)
 
     def _link_config(self, profile: PppProfile, credentials: Credentials | None) -> LinkConfig:
         ipcp = _ipcp(profile, profile.peer_ip) if profile.ipv4 else None
@@ -263,6 +294,7 @@ class PppManager:
 
     def _finished(self, key: CallKey, call: Call, reason: str) -> None:
         self.endpoints.pop(key, None)
+        self._negotiating.discard(key)
         self._release(key)
         # Called from inside the endpoint's event handling: hang up once it has unwound.
         self.loop.call_soon(self._hangup, call, f"PPP: {reason}")
@@ -317,6 +349,7 @@ class PppManager:
     def _call_down(self, call: Call) -> None:
         key = (call.conn.local_id, call.local_id)
         endpoint = self.endpoints.pop(key, None)
+        self._negotiating.discard(key)
         if endpoint is not None:
             endpoint.lower_down()
         self._release(key)
@@ -351,3 +384,4 @@ class PppManager:
         for endpoint in list(self.endpoints.values()):
             endpoint.shutdown()
         self.endpoints.clear()
+        self._negotiating.clear()

@@ -10,22 +10,48 @@ Devices are never made persistent, so the device lives exactly as long as its fd
 is killed leaves no ``l2tpethN`` behind, like the kernel deleting a session's interface when the
 session goes. Configuration (MTU, flags, MAC) goes through the classic ``SIOC*`` ioctls on a
 datagram socket, which act on the network namespace of the calling thread, like device creation.
+
+Two costs of the kernel shape how devices are named and deleted (both measured with thousands
+of devices, see ``bench/control``):
+
+* A ``%d`` template makes the kernel's ``dev_alloc_name`` walk every device of the namespace,
+  so each creation costs O(devices). A template is therefore expanded here, from a per-namespace
+  record of the numbers this process holds, and the kernel only checks the one name
+  (``IFF_TUN_EXCL`` makes a name someone else took fail with EBUSY, and the next number is
+  tried). The result is the lowest number neither held by this process nor found taken:
+  the kernel's choice, unless another process creates devices from the same template.
+* Closing a device's fd deletes the device and waits for an RCU barrier (10-20 ms) in the
+  closing thread. Inside an asyncio event loop a close is therefore deferred to the loop's next
+  iteration, where everything closed meanwhile is deleted in one rtnetlink request (the
+  devices are moved to a fresh link group and the group is deleted: one barrier for the whole
+  batch) before the fds are closed. The device leaves the namespace's device list at once
+  when the batch runs; :func:`device_exists` and a creation that collides with a device still
+  being deleted run the pending batch first, so callers in this process never see the delay.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import contextlib
 import errno
 import fcntl
+import heapq
+import logging
 import os
+import random
 import socket
 import struct
 from types import TracebackType
 from typing import Final, Literal
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "IFNAMSIZ",
     "NetDevice",
     "device_exists",
+    "flush_closes",
     "format_mac",
     "open_tap",
     "open_tun",
@@ -113,12 +139,14 @@ def device_exists(name: str) -> bool:
     """Whether a network device called ``name`` exists in the caller's network namespace.
 
     Asks the kernel (``SIOCGIFINDEX``) rather than looking in ``/sys/class/net``: sysfs shows the
-    namespace it was mounted in, which is not the caller's after a ``setns``.
+    namespace it was mounted in, which is not the caller's after a ``setns``. Devices this
+    process has closed are deleted first, so a closed device never shows up here.
     """
     try:
         raw = validate_ifname(name)
     except ValueError:
         return False
+    flush_closes()
     try:
         _ifreq_int(_SIOCGIFINDEX, raw, 0)
     except OSError as exc:
@@ -200,6 +228,7 @@ class NetDevice:
         "is_extra_queue",
         "write_drops",
         "write_drop_errnos",
+        "_number",
         "__weakref__",
     )
 
@@ -219,6 +248,8 @@ class NetDevice:
         self.is_extra_queue = is_extra_queue
         self.write_drops = 0
         self.write_drop_errnos: dict[int, int] = {}
+        # (allocator, number) when the name came from expanding a template here.
+        self._number: tuple[_NameAllocator, int] | None = None
         self.ifindex = _ifreq_int(_SIOCGIFINDEX, validate_ifname(name), 0)
 
     # -- identity ---------------------------------------------------------------------------
@@ -383,10 +414,17 @@ class NetDevice:
     # -- lifetime ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the fd; the kernel deletes the device when its last queue is closed."""
+        """Close the fd; the kernel deletes the device when its last queue is closed.
+
+        Called on an event loop's thread, the deletion is deferred to the loop's next
+        iteration and batched with every other device closed meanwhile (see the module
+        docstring); the device is unusable through this object at once either way."""
         fd, self._fd = self._fd, -1
-        if fd >= 0:
-            os.close(fd)
+        if fd < 0:
+            return
+        if not self.multi_queue and _defer_close(self, fd):
+            return
+        _close_now(self, fd)
 
     def __enter__(self) -> NetDevice:
         return self
@@ -409,6 +447,227 @@ class NetDevice:
                 os.close(fd)
             except OSError:
                 pass
+            number = getattr(self, "_number", None)
+            if number is not None:
+                self._number = None
+                with contextlib.suppress(Exception):  # at interpreter exit heapq may be gone
+                    number[0].release(number[1])
+
+
+# -- naming: templates expanded here -------------------------------------------------------
+
+_MAX_NAME_TRIES: Final = 4096
+
+
+def _netns_id() -> tuple[int, int]:
+    """The caller's network namespace (device numbers and deferred deletions are per
+    namespace, since a thread may ``setns`` between two calls)."""
+    try:
+        st = os.stat("/proc/thread-self/ns/net")
+    except OSError:
+        return (0, 0)
+    return (st.st_dev, st.st_ino)
+
+
+class _NameAllocator:
+    """The numbers of one template (``l2tpeth%d``) this process holds in one namespace.
+
+    ``take`` gives the lowest number that is neither held nor known to be someone else's; a
+    number found taken by another device (EBUSY) is skipped and not offered again, which is
+    the one way the choice can differ from the kernel's lowest-free rule (a foreign device
+    deleted later leaves its number unused by us)."""
+
+    __slots__ = ("free", "next", "pending")
+
+    def __init__(self) -> None:
+        self.free: list[int] = []  # heap of numbers given back below ``next``
+        self.next = 0
+        self.pending = 0  # devices of this template whose deletion is deferred
+
+    def take(self) -> int:
+        if self.free:
+            return heapq.heappop(self.free)
+        number = self.next
+        self.next += 1
+        return number
+
+    def peek(self) -> int:
+        return self.free[0] if self.free else self.next
+
+    def release(self, number: int) -> None:
+        heapq.heappush(self.free, number)
+
+
+_allocators: dict[tuple[tuple[int, int], str], _NameAllocator] = {}
+
+
+def _open_numbered(fd: int, template: str, flags: int, kind: DeviceKind,
+                   multi_queue: bool) -> NetDevice:
+    """TUNSETIFF with the template expanded to the lowest number free for us (see the
+    module docstring for why not the kernel's ``%d``)."""
+    raw_template = validate_ifname(template, template=True)
+    alloc = _allocators.get((_netns_id(), template))
+    if alloc is None:
+        alloc = _allocators[(_netns_id(), template)] = _NameAllocator()
+    if alloc.pending:
+        # A lower number may be held by a device whose deletion is still deferred: finish
+        # those deletions so that the lowest free number is what it would be in the kernel.
+        flush_closes()
+    for _ in range(_MAX_NAME_TRIES):
+        number = alloc.take()
+        name = template.replace("%d", str(number), 1)
+        if len(name.encode("utf-8", "surrogateescape")) >= IFNAMSIZ:
+            alloc.release(number)
+            break
+        try:
+            got = _set_iff(fd, name.encode("utf-8", "surrogateescape"), flags, name)
+        except FileExistsError:
+            continue  # someone else's device: skip the number for good
+        except BaseException:
+            alloc.release(number)
+            raise
+        try:
+            dev = NetDevice(fd, got, kind, multi_queue=multi_queue)
+        except BaseException:
+            alloc.release(number)
+            raise
+        dev._number = (alloc, number)
+        return dev
+    # Out of numbers that fit (or too many taken by others): let the kernel search.
+    got = _set_iff(fd, raw_template, flags, template)
+    return NetDevice(fd, got, kind, multi_queue=multi_queue)
+
+
+# -- deletion: deferred and batched inside an event loop ------------------------------------
+
+# (device, fd, namespace) closed by their owners and not yet deleted
+_pending: list[tuple[NetDevice, int, tuple[int, int]]] = []
+# The loop that will run flush_closes(); another loop (a loop that stopped before running it,
+# then a new one) schedules its own.
+_flush_loop: asyncio.AbstractEventLoop | None = None
+
+_NETLINK_ROUTE: Final = 0
+_RTM_DELLINK: Final = 17
+_RTM_SETLINK: Final = 19
+_NLM_F_REQUEST: Final = 0x01
+_NLM_F_ACK: Final = 0x04
+_NLMSG_ERROR: Final = 2
+_IFLA_GROUP: Final = 27
+_NLMSGHDR = struct.Struct("=IHHII")
+_IFINFOMSG = struct.Struct("=BxHiII")
+_RTATTR_U32 = struct.Struct("=HHI")
+_LINK_MSG_LEN: Final = _NLMSGHDR.size + _IFINFOMSG.size + _RTATTR_U32.size
+_SETLINK_CHUNK: Final = 1024  # messages per sendmsg, well inside a netlink socket's buffer
+
+
+def _close_now(dev: NetDevice, fd: int) -> None:
+    try:
+        os.close(fd)
+    finally:
+        number, dev._number = dev._number, None
+        if number is not None:
+            number[0].release(number[1])
+
+
+def _defer_close(dev: NetDevice, fd: int) -> bool:
+    """Queue ``fd`` for the batched deletion if the caller runs an event loop."""
+    global _flush_loop
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    _pending.append((dev, fd, _netns_id()))
+    if dev._number is not None:
+        dev._number[0].pending += 1
+    if _flush_loop is not loop:
+        _flush_loop = loop
+        loop.call_soon(flush_closes)
+    return True
+
+
+def flush_closes() -> bool:
+    """Delete every device whose close was deferred, now; False if there were none.
+
+    Devices of the caller's namespace go in one rtnetlink batch (moved to a fresh link group,
+    then the group deleted) when there are several; the fds are closed afterwards, which then
+    costs the kernel nothing more. Any failure falls back to closing the fds one by one."""
+    global _flush_loop
+    _flush_loop = None
+    if not _pending:
+        return False
+    batch = _pending[:]
+    _pending.clear()
+    here = _netns_id()
+    local = [(dev, fd) for dev, fd, ns in batch if ns == here]
+    if len(local) > 1:
+        try:
+            _delete_group([dev.ifindex for dev, fd in local if _attached(fd)])
+        except OSError as exc:
+            log.debug("batched deletion of %d devices failed (%s); closing one by one",
+                      len(local), exc)
+    for dev, fd, _ns in batch:
+        if dev._number is not None:
+            dev._number[0].pending -= 1
+        try:
+            _close_now(dev, fd)
+        except OSError:
+            pass
+    return True
+
+
+def _attached(fd: int) -> bool:
+    """Whether ``fd`` still has its device (one deleted under us reports EBADFD), so that a
+    batch never names an ifindex that is no longer ours."""
+    try:
+        fcntl.ioctl(fd, _TUNGETIFF, bytearray(_IFREQ_FLAGS.size))
+    except OSError:
+        return False
+    return True
+
+
+def _link_msg(msg_type: int, flags: int, seq: int, ifindex: int, group: int) -> bytes:
+    return (_NLMSGHDR.pack(_LINK_MSG_LEN, msg_type, _NLM_F_REQUEST | flags, seq, 0)
+            + _IFINFOMSG.pack(socket.AF_UNSPEC, 0, ifindex, 0, 0)
+            + _RTATTR_U32.pack(_RTATTR_U32.size, _IFLA_GROUP, group))
+
+
+def _delete_group(ifindexes: list[int]) -> None:
+    """Move the devices to a link group of their own and delete the group: the kernel's
+    ``rtnl_group_dellink`` unregisters them together, one RCU barrier for all of them."""
+    if not ifindexes:
+        return
+    # A group number nobody uses: high and random (groups are plain u32 labels; 0 is default).
+    group = 0x80000000 | random.getrandbits(31)
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                       _NETLINK_ROUTE) as nl:
+        nl.settimeout(30)  # the kernel always answers; never hang the loop on a bug
+        nl.bind((0, 0))
+        seq = 1
+        for i in range(0, len(ifindexes), _SETLINK_CHUNK):
+            chunk = ifindexes[i:i + _SETLINK_CHUNK]
+            nl.sendall(b"".join(_link_msg(_RTM_SETLINK, 0, seq + k, ifindex, group)
+                                for k, ifindex in enumerate(chunk)))
+            seq += len(chunk)
+        done = seq
+        nl.sendall(_link_msg(_RTM_DELLINK, _NLM_F_ACK, done, 0, group))
+        # Errors of single SETLINKs (a device that vanished) come back unasked; only the
+        # acknowledgement of the group deletion matters.
+        while True:
+            data = nl.recv(65536)
+            pos = 0
+            while pos + _NLMSGHDR.size <= len(data):
+                length, msg_type, _flags, seq_no, _pid = _NLMSGHDR.unpack_from(data, pos)
+                if msg_type == _NLMSG_ERROR and seq_no == done:
+                    error = struct.unpack_from("=i", data, pos + _NLMSGHDR.size)[0]
+                    if error:
+                        raise OSError(-error, os.strerror(-error))
+                    return
+                if length < _NLMSGHDR.size:
+                    raise OSError(errno.EPROTO, "malformed netlink reply")
+                pos += (length + 3) & ~3
+
+
+atexit.register(flush_closes)
 
 
 def parse_mac(mac: str | bytes) -> bytes:
@@ -438,22 +697,23 @@ def _open(
     up: bool,
     multi_queue: bool,
 ) -> NetDevice:
-    if name is not None:
-        raw = validate_ifname(name)
-        shown = name
-    else:
-        # The kernel expands "%d" itself (dev_alloc_name, under the RTNL lock) to the lowest
-        # unused number in the caller's namespace. Doing it here would mean a check-then-create
-        # race with other processes; letting the kernel do it makes the choice atomic.
-        raw = validate_ifname(template, template=True)
-        shown = template
     flags = (_IFF_TAP if kind == "tap" else _IFF_TUN) | _IFF_NO_PI | _IFF_TUN_EXCL
     if multi_queue:
         flags |= _IFF_MULTI_QUEUE
     fd = _open_tun_fd()
     try:
-        got = _set_iff(fd, raw, flags, shown)
-        dev = NetDevice(fd, got, kind, multi_queue=multi_queue)
+        if name is not None:
+            raw = validate_ifname(name)
+            try:
+                got = _set_iff(fd, raw, flags, name)
+            except FileExistsError:
+                # Perhaps a device of ours still waiting for its deletion: finish that, retry.
+                if not flush_closes():
+                    raise
+                got = _set_iff(fd, raw, flags, name)
+            dev = NetDevice(fd, got, kind, multi_queue=multi_queue)
+        else:
+            dev = _open_numbered(fd, template, flags, kind, multi_queue)
     except BaseException:
         os.close(fd)
         raise
