@@ -63,7 +63,7 @@ class World:
         self.source = MetricsSource(
             registry=self.registry, driver=SimpleNamespace(plane=self.a.plane),
             backend=SimpleNamespace(endpoints={"k": self.endpoint}), version="9.9",
-            sessions=sessions, clock=lambda: self.net.now)
+            sessions=sessions)
         self.registry.listeners.append(self.source.on_registry)
         self.seen = 0
 
@@ -76,7 +76,6 @@ class World:
     def dial(self) -> Any:
         conn = self.a.plane.dial(ConnectionParams(version=3, host_name="a"), "sock",
                                  (B_ADDR, 1701), self.net.now)
-        self.source.note_dial(conn)
         self.net.flush(self.a)
         return conn
 

@@ -58,7 +58,8 @@ class Call:
     __slots__ = (
         "conn", "local_id", "peer_id", "direction", "initiator", "params", "state", "serial",
         "pw_type", "cookie", "peer_cookie", "l2spec_type", "send_seq", "recv_seq", "lns_mode",
-        "remote_end_id", "tie_breaker", "deadline", "result", "peer_info", "established_at",
+        "remote_end_id", "tie_breaker", "deadline", "result", "peer_info", "created_at",
+        "established_at",
     )
 
     def __init__(self, conn: ControlConnection, local_id: int, params: CallParams, *,
@@ -85,6 +86,7 @@ class Call:
         self.result: ResultCode | None = None
         # Last WEN Call Errors / SLI ACCM or Circuit Status and the like, by AVP name.
         self.peer_info: dict[str, object] = {}
+        self.created_at = now
         self.established_at: float | None = None
 
     @property

@@ -291,7 +291,7 @@ class ControlPlane:
             assert isinstance(decision, tuple)
             result, error, text = decision
             self._count("rx_sccrq_refused")
-            log.info("refusing tunnel from %s: %s", peer, text)
+            log.info("refusing tunnel from %s: %s", peer, text, extra={"peer": peer})
             conn = ControlConnection.refuse(ConnectionParams(version=version), tid, data,
                                             offset, result=result, error=error, text=text, **kw)
         self.conns[tid] = conn
@@ -357,13 +357,14 @@ class ControlPlane:
             return False, None, []  # RFC: without tie breakers, two connections are made
         self._count("tunnel_ties")
         if mine is not None and (theirs is None or mine < theirs):
-            log.info("tunnel tie with %s: we win", peer)
+            log.info("tunnel tie with %s: we win", peer, extra={"peer": peer})
             return True, None, []  # the loser discards its own SCCRQ; it expects no answer
         if theirs == mine:
             ours.abandon(now, "tunnel tie breaker values are equal")
             self._collect(ours)
             return True, None, []
-        log.info("tunnel tie with %s: we lose; serving the peer's connection", peer)
+        log.info("tunnel tie with %s: we lose; serving the peer's connection", peer,
+                 extra={"peer": peer})
         pending = [(c.params, c.direction) for c in ours.calls.values()]
         ours.abandon(now, "lost the tunnel tie breaker")
         self._collect(ours)

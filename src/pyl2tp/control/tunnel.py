@@ -112,6 +112,7 @@ class ControlConnection:
         self.local = local
         self.state = State.IDLE
         self.initiator = False
+        self.created_at = now  # setup began: our SCCRQ, or the peer's arriving
         self.established_at: float | None = None
         self.peer_host_name = ""
         self.peer_vendor = ""
@@ -315,7 +316,8 @@ class ControlConnection:
                 out.append(self._encode(msg))
             except (ValueError, OverflowError) as exc:  # a value we built is out of range
                 self._count("tx_encode_errors")
-                log.warning("tunnel %d: cannot encode %s: %s", self.local_id, msg.name, exc)
+                log.warning("tunnel %d: cannot encode %s: %s", self.local_id, msg.name, exc,
+                            extra=self._log_ids)
         return out
 
     def _encode(self, msg: ControlMessage) -> bytes:
@@ -463,7 +465,7 @@ class ControlConnection:
 
     def _protocol_error(self, msg: ControlMessage, exc: MessageError, now: float) -> None:
         self._count("rx_invalid")
-        log.info("tunnel %d: %s", self.local_id, exc.reason)
+        log.info("tunnel %d: %s", self.local_id, exc.reason, extra=self._log_ids)
         result = exc.result_code or StopCCNResult.GENERAL_ERROR
         error = exc.error_code or 0
         if exc.clears == "session" and msg.msg_type in SESSION_MESSAGES and self.established:
@@ -623,7 +625,8 @@ class ControlConnection:
             self._hello_due = now + self.params.hello_interval * slack
         self._events.append(ev.TunnelUp(self))
         log.info("tunnel %d established with %s (peer id %d, host %r)", self.local_id,
-                 self.peer, self.peer_id, self.peer_host_name)
+                 self.peer, self.peer_id, self.peer_host_name,
+                 extra={**self._log_ids, "peer_tunnel_id": self.peer_id})
         self._start_next(now)
 
     def _on_stopccn(self, msg: ControlMessage, now: float) -> None:
@@ -897,7 +900,8 @@ class ControlConnection:
             del self._by_peer_sid[call.peer_id]
         self._pending.pop(call.local_id, None)
         self._events.append(ev.CallDown(call, reason, result, error, by_peer, was_up))
-        log.info("session %d/%d down: %s", self.local_id, call.local_id, reason)
+        log.info("session %d/%d down: %s", self.local_id, call.local_id, reason,
+                 extra={**self._log_ids, "session_id": call.local_id, "reason": reason})
         if call.local_id in self._in_setup:
             del self._in_setup[call.local_id]
             self._start_next(now)
@@ -948,7 +952,13 @@ class ControlConnection:
         else:
             self.transport.begin_linger(now, until_acked=send and not by_peer)
         self._events.append(ev.TunnelDown(self, reason, result, error, by_peer, was_up))
-        log.info("tunnel %d down: %s", self.local_id, reason)
+        log.info("tunnel %d down: %s", self.local_id, reason,
+                 extra={**self._log_ids, "reason": reason})
+
+    @property
+    def _log_ids(self) -> dict[str, Any]:
+        """The fields a structured log line carries for this connection (``extra=``)."""
+        return {"tunnel_id": self.local_id, "peer": self.peer}
 
     # ---- timers -----------------------------------------------------------------------------
 

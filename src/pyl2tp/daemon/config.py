@@ -145,6 +145,9 @@ class DaemonSection:
     sccrq_burst: int = 100
     sccrq_sources: int = 4096
     max_ppp_negotiations: int = 1024
+    metrics: str | None = None
+    metrics_sessions: bool = False
+    log_format: str = "text"
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,6 +509,16 @@ def _socket_path(value: Any) -> str:
     return str(value)
 
 
+def _metrics_address(value: Any) -> str:
+    from .metrics import parse_address  # only a file that sets the key pays for the import
+
+    try:
+        parse_address(_text(value))
+    except ValueError as exc:
+        raise _Bad(str(exc)) from None
+    return str(value)
+
+
 def _router_id(value: Any) -> int:
     if isinstance(value, str):
         try:
@@ -725,6 +738,9 @@ _DAEMON: Final[dict[str, Conv]] = {
     "sccrq_burst": _integer(1),
     "sccrq_sources": _integer(1),
     "max_ppp_negotiations": _integer(1),
+    "metrics": _metrics_address,
+    "metrics_sessions": _boolean,
+    "log_format": _choice({"text": "text", "json": "json", "kv": "kv"}),
 }
 
 _LISTEN: Final[dict[str, Conv]] = {

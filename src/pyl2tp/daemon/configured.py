@@ -312,7 +312,8 @@ class ConfigManager:
             self._schedule(d)
             return
         d.conn = conn
-        log.info("tunnel %r: dialling %s (tunnel id %d)", spec.name, spec.peer, conn.local_id)
+        log.info("tunnel %r: dialling %s (tunnel id %d)", spec.name, spec.peer, conn.local_id,
+                 extra={"tunnel_id": conn.local_id, "peer": spec.peer})
 
     def _schedule(self, d: _Dialled) -> None:
         if d.stopped or d.timer is not None:

@@ -330,7 +330,8 @@ class ControlDriver:
         try:
             self.registry.add_tunnel(tunnel)
         except L2tpError as exc:
-            log.warning("tunnel %d: data plane refused it: %s", conn.local_id, exc)
+            log.warning("tunnel %d: data plane refused it: %s", conn.local_id, exc,
+                        extra={"tunnel_id": conn.local_id, "peer": conn.peer})
             conn.close(self.loop.time(), result=StopCCNResult.GENERAL_ERROR, error=4,
                        text=f"data plane: {exc.message}")
             self.plane.touch(conn)
@@ -356,7 +357,8 @@ class ControlDriver:
             self.registry.add_session(session)
         except L2tpError as exc:
             log.warning("session %d/%d: data plane refused it: %s", conn.local_id,
-                        call.local_id, exc)
+                        call.local_id, exc,
+                        extra={"tunnel_id": conn.local_id, "session_id": call.local_id})
             conn.disconnect_call(call, self.loop.time(), result=CDNResult.GENERAL_ERROR,
                                  error=4, text=f"data plane: {exc.message}")
             self.plane.touch(conn)

@@ -18,20 +18,18 @@ import re
 import signal
 import socket
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pyl2tp import __version__
 from pyl2tp.control.params import ConnectionParams
 from pyl2tp.control.plane import Decision
-from pyl2tp.control.tunnel import ControlConnection
 from pyl2tp.daemon import config as config_mod
 from pyl2tp.daemon import logfmt
 from pyl2tp.daemon.api import ControlApi
 from pyl2tp.daemon.config import Config
-from pyl2tp.daemon.configured import ConfigManager, connection_params
-from pyl2tp.daemon.control import ControlDriver
+from pyl2tp.daemon.configured import ConfigManager, connection_params, tune_gc
+from pyl2tp.daemon.control import ControlDriver, raise_nofile_limit
 from pyl2tp.daemon.metrics import MetricsServer, MetricsSource, parse_address
 from pyl2tp.daemon.ppp_sessions import PppManager
 from pyl2tp.dataplane.registry import Registry
@@ -55,21 +53,6 @@ class MetricsOptions:
     sessions: bool = False
 
 
-class _Driver(ControlDriver):
-    """The control driver, telling ``on_dial`` about every connection it dials (the metrics'
-    tunnel setup clock starts there; answered connections start at the accept policy)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.on_dial: list[Callable[[ControlConnection], None]] = []
-
-    def dial(self, *args: Any, **kwargs: Any) -> ControlConnection:
-        conn = super().dial(*args, **kwargs)
-        for hook in self.on_dial:
-            hook(conn)
-        return conn
-
-
 class Daemon:
     """Wires the registry, the userspace backend and the management server together."""
 
@@ -83,7 +66,7 @@ class Daemon:
         self.registry = Registry()
         self.backend.attach(self.registry)
         self.base_params = ConnectionParams(host_name=socket.gethostname() or "pyl2tp")
-        self.driver = _Driver(self.loop, self.registry, self.backend, policy=self.accept,
+        self.driver = ControlDriver(self.loop, self.registry, self.backend, policy=self.accept,
                               publish=self._publish,
                               max_tunnels=config.daemon.max_tunnels if config else 4096)
         self.metrics_options = metrics
@@ -116,10 +99,8 @@ class Daemon:
         if metrics is not None:
             self.metrics = MetricsSource(registry=self.registry, driver=self.driver,
                                          backend=self.backend, ppp=self.ppp,
-                                         version=__version__, sessions=metrics.sessions,
-                                         clock=self.loop.time)
+                                         version=__version__, sessions=metrics.sessions)
             self.driver.observers.append(self.metrics.on_control_event)
-            self.driver.on_dial.append(self.metrics.note_dial)
             self.registry.listeners.append(self.metrics.on_registry)
 
     def _ppp_profile(self, name: str) -> config_mod.PppProfile | None:
@@ -157,8 +138,6 @@ class Daemon:
             return None
         else:
             decision = dataclasses.replace(self.base_params, version=msg.version)
-        if self.metrics is not None and isinstance(decision, ConnectionParams):
-            self.metrics.note_sccrq(ep, peer)
         return decision
 
     @staticmethod
@@ -192,6 +171,8 @@ class Daemon:
         self.manager.apply(new)
 
     async def run(self) -> None:
+        soft, _hard = raise_nofile_limit()
+        log.debug("descriptor limit %d", soft)
         await self.server.start()
         if self.metrics is not None and self.metrics_options is not None:
             self.metrics_server = MetricsServer(self.metrics, self.metrics_options.host,
@@ -205,7 +186,9 @@ class Daemon:
             self.loop.add_signal_handler(sig, self.stopping.set)
         self.loop.add_signal_handler(signal.SIGHUP, self.reload)
         if self.manager is not None:
-            self.manager.apply(self.manager.config)
+            self.manager.apply(self.manager.config)  # tunes the collector once applied
+        else:
+            tune_gc()
         log.info("pyl2tp %s serving %s (backend userspace)", __version__, self.socket_path)
         await self.stopping.wait()
         log.info("shutting down: deleting %d tunnels (%d control connections)",
@@ -269,9 +252,8 @@ def run(args: argparse.Namespace) -> int:
         except config_mod.ConfigError as exc:
             print(f"pyl2tp daemon: {exc}", file=sys.stderr)
             return 1
-    # `[daemon] metrics` / `metrics_sessions` / `log_format` in the file, once the
-    # configuration knows them (read with getattr until then); the command line wins.
-    metrics_text = args.metrics or (getattr(config.daemon, "metrics", None) if config else None)
+    # `[daemon] metrics` / `metrics_sessions` / `log_format` in the file; the command line wins.
+    metrics_text = args.metrics or (config.daemon.metrics if config else None)
     metrics: MetricsOptions | None = None
     if metrics_text:
         try:
@@ -279,14 +261,12 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             print(f"pyl2tp daemon: --metrics: {exc}", file=sys.stderr)
             return 1
-        sessions = args.metrics_sessions or bool(
-            getattr(config.daemon, "metrics_sessions", False) if config else False)
+        sessions = args.metrics_sessions or bool(config and config.daemon.metrics_sessions)
         metrics = MetricsOptions(host, port, sessions=sessions)
     elif args.metrics_sessions:
         print("pyl2tp daemon: --metrics-sessions needs --metrics ADDR:PORT", file=sys.stderr)
         return 1
-    log_format = args.log_format or (getattr(config.daemon, "log_format", None)
-                                     if config else None) or "text"
+    log_format = args.log_format or (config.daemon.log_format if config else "text")
     if log_format not in logfmt.FORMATS:
         print(f"pyl2tp daemon: unknown log format {log_format!r}", file=sys.stderr)
         return 1

@@ -38,7 +38,6 @@ import logging
 import operator
 import os
 import re
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -178,15 +177,13 @@ class MetricsSource:
     """
 
     def __init__(self, *, registry: Any, driver: Any, backend: Any, ppp: Any = None,
-                 version: str = "", sessions: bool = False,
-                 clock: Callable[[], float] | None = None) -> None:
+                 version: str = "", sessions: bool = False) -> None:
         self.registry = registry
         self.driver = driver
         self.backend = backend
         self.ppp = ppp
         self.version = version
         self.per_session = sessions
-        self.clock = clock or time.monotonic
         # Counters of connections and sessions that are gone, so that sums never decrease.
         self._retired_messages: dict[tuple[str, str], int] = {}
         self._retired_events: dict[tuple[str, str], int] = {}
@@ -194,9 +191,6 @@ class MetricsSource:
         self._session_totals = dict.fromkeys(STATS_FIELDS, 0)
         self._closed: dict[tuple[str, str, str, str], int] = {}
         self._setup = {"tunnel": _Histogram(), "session": _Histogram()}
-        # Setup start times where the connection carries none (see tunnel_started).
-        self._dial_started: dict[int, float] = {}
-        self._sccrq_seen: dict[tuple[Any, Any], float] = {}
         self._ppp_up: set[str] = set()
         self._ppp_closed = _BoundedCounter()
         self._ppp_failures = _BoundedCounter()
@@ -204,53 +198,17 @@ class MetricsSource:
 
     # -- hooks (installed by the daemon only when metrics are enabled) -------------------------
 
-    def note_dial(self, conn: Any) -> None:
-        """A connection we dialled: its setup starts now (our SCCRQ)."""
-        self._dial_started[id(conn)] = self.clock()
-
-    def note_sccrq(self, local: Any, peer: Any) -> None:
-        """An SCCRQ reached the accept policy: an answered connection's setup starts now.
-        Retransmissions keep the first time; stale entries (refused, never completed) are
-        dropped so the map stays small."""
-        now = self.clock()
-        self._sccrq_seen.setdefault((local, peer), now)
-        if len(self._sccrq_seen) > 1024:
-            for key, when in list(self._sccrq_seen.items()):
-                if now - when > 300:
-                    del self._sccrq_seen[key]
-
-    def tunnel_started(self, conn: Any) -> float | None:
-        """When this connection's setup began: the connection's own ``created_at`` when the
-        control plane records one, else the dial or first SCCRQ this source saw."""
-        created = getattr(conn, "created_at", None)
-        if conn.initiator:
-            started = self._dial_started.pop(id(conn), None)
-        else:
-            started = self._sccrq_seen.pop((conn.local, conn.peer), None)
-        if isinstance(created, int | float):
-            return float(created)
-        return started
-
     def on_control_event(self, event: ev.Event) -> None:
         """Observer of the control driver: setup latencies, teardown results, retirements."""
         if isinstance(event, ev.TunnelUp):
             conn = event.conn
-            start = self.tunnel_started(conn)
-            up = getattr(conn, "established_at", None)
-            if start is not None and up is not None:
-                self._setup["tunnel"].observe(up - start)
+            if conn.established_at is not None:
+                self._setup["tunnel"].observe(conn.established_at - conn.created_at)
         elif isinstance(event, ev.CallUp):
             call = event.call
-            up = getattr(call, "established_at", None)
-            # A call's deadline is set to start + setup_timeout when it is started on an
-            # established tunnel (waiting for the tunnel is not counted): the start follows.
-            created = getattr(call, "created_at", None)
-            start = created if isinstance(created, int | float) else \
-                call.deadline - call.conn.params.setup_timeout
-            if up is not None:
-                self._setup["session"].observe(up - start)
+            if call.established_at is not None:
+                self._setup["session"].observe(call.established_at - call.created_at)
         elif isinstance(event, ev.TunnelDown):
-            self._dial_started.pop(id(event.conn), None)
             self._count_closed("tunnel", event.result, event.error, event.by_peer)
             if not any(c is event.conn for c in self._retiring):
                 self._retiring.append(event.conn)

@@ -153,7 +153,8 @@ class PppManager:
                 self._terminate(call, call.params.ppp_profile)
             else:
                 log.info("session %d/%d: no PPP profile; its PPP is not terminated here",
-                         call.conn.local_id, call.local_id)
+                         call.conn.local_id, call.local_id,
+                         extra={"tunnel_id": call.conn.local_id, "session_id": call.local_id})
         elif isinstance(event, ev.CallDown):
             self._call_down(event.call)
 
@@ -169,24 +170,32 @@ class PppManager:
 
     # -- termination --------------------------------------------------------------------------
 
+    def _refuse(self, call: Call, label: str, why: str, level: int, *,
+                result: int | None = None, error: int = ErrorCode.NO_ERROR) -> None:
+        """Clear a call whose PPP never started: logged, published as ``ppp_down`` (so the
+        negotiation failures an operator watches include it) and hung up with a CDN."""
+        log.log(level, "%s: refused: %s", label, why,
+                extra={"tunnel_id": call.conn.local_id, "session_id": call.local_id})
+        self.publish("ppp_down", {"session": label, "reason": why})
+        self.loop.call_soon(functools.partial(self._hangup, call, why, result=result,
+                                              error=error))
+
     def _terminate(self, call: Call, name: str) -> None:
         key = (call.conn.local_id, call.local_id)
         label = f"session {key[0]}/{key[1]}"
+        ids = {"tunnel_id": key[0], "session_id": key[1]}
         profile = self.profile(name)
         channel = self._channel(call)
         if profile is None or channel is None:
             why = f"PPP profile {name!r} not configured" if profile is None else "no channel"
-            log.warning("%s: %s", label, why)
-            self.loop.call_soon(self._hangup, call, why)
+            self._refuse(call, label, why, logging.WARNING)
             return
         limit = self.driver.max_ppp_negotiations
         if len(self._negotiating) >= limit:
             self.driver.count("refused_max_ppp_negotiations")
-            log.info("%s: refused, %d PPP negotiations in progress (max_ppp_negotiations)",
-                     label, limit)
-            self.loop.call_soon(functools.partial(
-                self._hangup, call, f"{limit} PPP negotiations in progress",
-                result=CDNResult.NO_FACILITIES_TEMPORARY, error=ErrorCode.NO_RESOURCES))
+            self._refuse(call, label, f"{limit} PPP negotiations in progress "
+                         "(max_ppp_negotiations)", logging.INFO,
+                         result=CDNResult.NO_FACILITIES_TEMPORARY, error=ErrorCode.NO_RESOURCES)
             return
         backend: AuthBackend | None = None
         credentials = None
@@ -202,7 +211,7 @@ class PppManager:
             if password is not None:
                 credentials = Credentials(profile.user, password)
             else:
-                log.warning("%s: no password for user %r", label, profile.user)
+                log.warning("%s: no password for user %r", label, profile.user, extra=ids)
         link = PppLink(self._link_config(profile, credentials),
                        assign=lambda user, result: self._assign(key, profile, user, result))
         # A dialled session's own ifname beats its profile's: it names that one session.
@@ -303,10 +312,11 @@ class PppManager:
 
     def _switch(self, inner: Call, target: str) -> None:
         label = f"session {inner.conn.local_id}/{inner.local_id}"
+        ids = {"tunnel_id": inner.conn.local_id, "session_id": inner.local_id}
         conn = self.switch_target(target)
         if conn is None or conn.dead:
-            log.warning("%s: switch target tunnel %r is not up", label, target)
-            self.loop.call_soon(self._hangup, inner, f"tunnel {target} unavailable")
+            self._refuse(inner, label, f"switch target tunnel {target!r} is not up",
+                         logging.WARNING)
             return
         params = CallParams(pw_type=PwType.PPP, cookie_len=conn.params.call.cookie_len,
                             l2spec_type=conn.params.call.l2spec_type,
@@ -316,14 +326,14 @@ class PppManager:
         try:
             outer = self.driver.place_call(conn, params, direction="incoming")
         except Exception as exc:
-            log.warning("%s: cannot place the switched call on %r: %s", label, target, exc)
-            self.loop.call_soon(self._hangup, inner, "switching failed")
+            self._refuse(inner, label, f"cannot place the switched call on {target!r}: {exc}",
+                         logging.WARNING)
             return
         pair = _Switched(inner, outer, inner_channel=self._channel(inner))
         self._switched[(inner.conn.local_id, inner.local_id)] = pair
         self._switched[(outer.conn.local_id, outer.local_id)] = pair
         log.info("%s: switching to tunnel %r (tunnel %d session %d)", label, target,
-                 conn.local_id, outer.local_id)
+                 conn.local_id, outer.local_id, extra=ids)
 
     def _switch_leg_up(self, pair: _Switched, call: Call) -> None:
         if call is pair.outer:
