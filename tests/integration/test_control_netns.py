@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.support.daemon import Daemon, ping, start_all, write_temp
-from tests.support.netns import Topology, wait_for
+from tests.support.daemon import Daemon, LacLns, lac_lns_pair, ping, write_temp
+from tests.support.netns import wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -53,33 +53,14 @@ hide_avps = true
 """
 
 
-class Net:
-    def __init__(self, topo: Topology, lac: Daemon, lns: Daemon) -> None:
-        self.topo = topo
-        self.lac = lac
-        self.lns = lns
+Net = LacLns
 
 
 @pytest.fixture(scope="module")
 def net() -> Iterator[Net]:
-    with Topology() as topo:
-        a, b = topo.add("lac"), topo.add("lns")
-        topo.veth(a, b, ["10.71.0.1/24", "fd71::1/64"], ["10.71.0.2/24", "fd71::2/64"])
-        for ns in (a, b):
-            ns.sysctl("net.ipv6.conf.all.accept_dad", 0)
-        wait_for(lambda: "tentative" not in a.ip("-6", "addr").stdout
-                 and "tentative" not in b.ip("-6", "addr").stdout, timeout=10,
-                 message="IPv6 addresses to settle")
-        path = write_temp(LNS_CONFIG)
-        lac = Daemon(a)
-        lns = Daemon(b, extra_args=["--config", path])
-        try:
-            start_all([lac, lns])
-            yield Net(topo, lac, lns)
-        finally:
-            lac.close()
-            lns.close()
-            os.unlink(path)
+    with lac_lns_pair(["10.71.0.1/24", "fd71::1/64"], ["10.71.0.2/24", "fd71::2/64"],
+                      LNS_CONFIG, ipv6="settled") as pair:
+        yield pair
 
 
 def _control(d: Daemon) -> list[dict[str, Any]]:
@@ -128,7 +109,7 @@ def test_v3_ethernet_pseudowire_carries_pings(net: Net, encap: str, family: int)
     assert lns_session["peer_session_id"] == lac_session["session_id"]
     assert lac_session.get("cookie") == lns_session.get("peer_cookie")
     assert lac_session.get("peer_cookie") == lns_session.get("cookie")
-    a, b = net.topo["lac"], net.topo["lns"]
+    a, b = net.lac_ns, net.lns_ns
     subnet = {("udp", 4): 1, ("ip", 4): 2, ("udp", 6): 3, ("ip", 6): 4}[(encap, family)]
     a.ip("addr", "add", f"192.168.{subnet}.1/24", "dev", ifname)
     a.link_up(ifname)
@@ -179,7 +160,7 @@ def test_wrong_secret_is_refused(net: Net) -> None:
 
 
 def test_configured_lac_dials_at_start_and_on_sighup(net: Net) -> None:
-    a = net.topo["lac"]
+    a = net.lac_ns
     config = """
 [daemon]
 host_name = "lac"

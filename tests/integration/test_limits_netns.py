@@ -6,14 +6,13 @@ cores; this checks that the configuration reaches them in a running daemon.
 
 from __future__ import annotations
 
-import os
 import signal
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.support.daemon import Daemon, start_all, write_temp
-from tests.support.netns import Topology, wait_for
+from tests.support.daemon import Daemon, LacLns, lac_lns_pair
+from tests.support.netns import wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -37,28 +36,13 @@ name = "any"
 """
 
 
-class Net:
-    def __init__(self, lac: Daemon, lns: Daemon, config: str) -> None:
-        self.lac = lac
-        self.lns = lns
-        self.config = config
+Net = LacLns
 
 
 @pytest.fixture(scope="module")
 def net() -> Iterator[Net]:
-    with Topology() as topo:
-        a, b = topo.add("lac"), topo.add("lns")
-        topo.veth(a, b, "10.73.0.1/24", f"{LNS}/24")
-        path = write_temp(LNS_CONFIG.format(max_sessions=2))
-        lac = Daemon(a)
-        lns = Daemon(b, extra_args=["--config", path])
-        try:
-            start_all([lac, lns])
-            yield Net(lac, lns, path)
-        finally:
-            lac.close()
-            lns.close()
-            os.unlink(path)
+    with lac_lns_pair("10.73.0.1/24", f"{LNS}/24", LNS_CONFIG.format(max_sessions=2)) as pair:
+        yield pair
 
 
 def _plane(d: Daemon) -> dict[str, int]:

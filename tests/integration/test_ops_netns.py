@@ -9,6 +9,7 @@ namespace), the daemons' stderr, the pcap file and the commands' output.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import queue
@@ -22,8 +23,8 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from tests.support.daemon import Daemon, cli_env, ping, pyl2tp_argv, start_all, write_temp
-from tests.support.netns import NetNS, Topology, wait_for
+from tests.support.daemon import Daemon, LacLns, cli_env, lac_lns_pair, ping, pyl2tp_argv
+from tests.support.netns import NetNS, wait_for
 
 from pyl2tp.daemon.logfmt import parse_kv
 from pyl2tp.pcap import extract_l2tp, read_pcap
@@ -55,39 +56,21 @@ hide_avps = true
 """
 
 
-class Net:
-    def __init__(self, topo: Topology, lac: Daemon, lns: Daemon) -> None:
-        self.topo = topo
-        self.lac = lac
-        self.lns = lns
-        self.subnet = 10
+Net = LacLns
 
-    @property
-    def a(self) -> NetNS:
-        return self.topo["lac"]
-
-    @property
-    def b(self) -> NetNS:
-        return self.topo["lns"]
+# Each pseudowire gets its own 192.168.N.0/24 on top of the tunnels' 10.72.0.0/24.
+_SUBNETS = itertools.count(11)
 
 
 @pytest.fixture(scope="module")
 def net() -> Iterator[Net]:
-    with Topology() as topo:
-        a, b = topo.add("lac"), topo.add("lns")
-        topo.veth(a, b, [f"{LAC_ADDR}/24"], [f"{LNS_ADDR}/24"])
-        path = write_temp(LNS_CONFIG)
-        lac = Daemon(a, extra_args=["--metrics", f"127.0.0.1:{LAC_METRICS}",
-                                    "--log-format", "json"])
-        lns = Daemon(b, extra_args=["--config", path, "--metrics", f"127.0.0.1:{LNS_METRICS}",
-                                    "--metrics-sessions", "--log-format", "kv"])
-        try:
-            start_all([lac, lns])
-            yield Net(topo, lac, lns)
-        finally:
-            lac.close()
-            lns.close()
-            os.unlink(path)
+    with lac_lns_pair(
+        [f"{LAC_ADDR}/24"], [f"{LNS_ADDR}/24"], LNS_CONFIG,
+        lac_args=["--metrics", f"127.0.0.1:{LAC_METRICS}", "--log-format", "json"],
+        lns_args=["--metrics", f"127.0.0.1:{LNS_METRICS}", "--metrics-sessions",
+                  "--log-format", "kv"],
+    ) as pair:
+        yield pair
 
 
 # -- helpers --------------------------------------------------------------------------------------
@@ -146,12 +129,12 @@ def pseudowire(net: Net, tid: int, ifname: str) -> Pseudowire:
     wait_for(lambda: any(s["tunnel_id"] == peer_tid for s in net.lns.show("session")),
              timeout=10, message="the LNS session")
     lns_session = next(s for s in net.lns.show("session") if s["tunnel_id"] == peer_tid)
-    net.subnet += 1
-    lac_ip, lns_ip = f"192.168.{net.subnet}.1", f"192.168.{net.subnet}.2"
-    net.a.ip("addr", "add", f"{lac_ip}/24", "dev", ifname)
-    net.a.link_up(ifname)
-    net.b.ip("addr", "add", f"{lns_ip}/24", "dev", lns_session["interface"])
-    net.b.link_up(lns_session["interface"])
+    subnet = next(_SUBNETS)
+    lac_ip, lns_ip = f"192.168.{subnet}.1", f"192.168.{subnet}.2"
+    net.lac_ns.ip("addr", "add", f"{lac_ip}/24", "dev", ifname)
+    net.lac_ns.link_up(ifname)
+    net.lns_ns.ip("addr", "add", f"{lns_ip}/24", "dev", lns_session["interface"])
+    net.lns_ns.link_up(lns_session["interface"])
     return Pseudowire(tid, peer_tid, sid, lns_session["session_id"], ifname,
                       lns_session["interface"], lac_ip, lns_ip)
 
@@ -198,13 +181,13 @@ class Lines:
 def test_metrics_move_with_traffic(net: Net) -> None:
     tid = dial(net)
     pw = pseudowire(net, tid, "opsm0")
-    assert ping(net.a, pw.lns_ip, count=2, interval=0.2).ok  # ARP settled
-    before = scrape(net.a, LAC_METRICS)
-    lns_before = scrape(net.b, LNS_METRICS)
-    result = ping(net.a, pw.lns_ip, count=20, interval=0.05)
+    assert ping(net.lac_ns, pw.lns_ip, count=2, interval=0.2).ok  # ARP settled
+    before = scrape(net.lac_ns, LAC_METRICS)
+    lns_before = scrape(net.lns_ns, LNS_METRICS)
+    result = ping(net.lac_ns, pw.lns_ip, count=20, interval=0.05)
     assert result.ok and result.received == 20, result
-    after = scrape(net.a, LAC_METRICS)
-    lns_after = scrape(net.b, LNS_METRICS)
+    after = scrape(net.lac_ns, LAC_METRICS)
+    lns_after = scrape(net.lns_ns, LNS_METRICS)
 
     def grew(s0: Any, s1: Any, name: str, **labels: Any) -> float:
         return metric(s1, name, **labels) - metric(s0, name, **labels)
@@ -239,7 +222,7 @@ def test_metrics_move_with_traffic(net: Net) -> None:
                   counter="rx_sccrq_accepted") >= 1
     assert metric(after, "pyl2tp_notifications_total", event="control_tunnel_up") >= 1
     hangup(net, tid)
-    gone = scrape(net.a, LAC_METRICS)
+    gone = scrape(net.lac_ns, LAC_METRICS)
     # Counters of the finished connection are kept: nothing went backwards.
     for key, v in after.items():
         if key[0] in ("pyl2tp_control_messages_total", "pyl2tp_sessions_tx_packets_total"):
@@ -250,8 +233,8 @@ def test_metrics_move_with_traffic(net: Net) -> None:
 
 
 def test_busy_metrics_port_is_a_one_line_error(net: Net) -> None:
-    path = f"/run/pyl2tp/{net.a.name}-busy.sock"
-    proc = net.a.run([*pyl2tp_argv(), "daemon", "--socket", path, "--metrics",
+    path = f"/run/pyl2tp/{net.lac_ns.name}-busy.sock"
+    proc = net.lac_ns.run([*pyl2tp_argv(), "daemon", "--socket", path, "--metrics",
                       f"127.0.0.1:{LAC_METRICS}"], check=False, env=cli_env(), timeout=30)
     assert proc.returncode == 1, proc
     assert proc.stderr == (f"pyl2tp daemon: metrics endpoint 127.0.0.1:{LAC_METRICS}: "
@@ -338,14 +321,14 @@ def test_capture_of_dynamic_bring_up_is_decoded_by_tshark(net: Net) -> None:
     fd, ip_path = tempfile.mkstemp(suffix=".pcap")
     os.close(fd)
     try:
-        everything, err = _start_capture(net.a, net.lac, "-w", path)
+        everything, err = _start_capture(net.lac_ns, net.lac, "-w", path)
         udp_tid = dial(net, "udp")
         udp_pw = pseudowire(net, udp_tid, "opsc0")
         ip_tid = dial(net, "ip")
         ip_pw = pseudowire(net, ip_tid, "opsc1")
-        one, one_err = _start_capture(net.a, net.lac, "tunnel_id", str(ip_tid), "-w", ip_path)
-        assert ping(net.a, udp_pw.lns_ip, count=5, interval=0.05).ok
-        assert ping(net.a, ip_pw.lns_ip, count=5, interval=0.05).ok
+        one, one_err = _start_capture(net.lac_ns, net.lac, "tunnel_id", str(ip_tid), "-w", ip_path)
+        assert ping(net.lac_ns, udp_pw.lns_ip, count=5, interval=0.05).ok
+        assert ping(net.lac_ns, ip_pw.lns_ip, count=5, interval=0.05).ok
         net.lac.cli(["hangup", "tunnel_id", str(udp_tid), "session_id", str(udp_pw.sid)])
         hangup(net, udp_tid)
         hangup(net, ip_tid)
@@ -392,8 +375,8 @@ def test_capture_of_dynamic_bring_up_is_decoded_by_tshark(net: Net) -> None:
 def test_top_batch_shows_rates_during_traffic(net: Net) -> None:
     tid = dial(net)
     pw = pseudowire(net, tid, "opst0")
-    assert ping(net.a, pw.lns_ip, count=1).ok
-    pinger = net.a.popen(["ping", "-n", "-q", "-c", "60", "-i", "0.05", pw.lns_ip],
+    assert ping(net.lac_ns, pw.lns_ip, count=1).ok
+    pinger = net.lac_ns.popen(["ping", "-n", "-q", "-c", "60", "-i", "0.05", pw.lns_ip],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         out = net.lac.cli(["top", "-b", "-n", "2", "-d", "1"]).stdout
@@ -412,7 +395,7 @@ def test_top_batch_shows_rates_during_traffic(net: Net) -> None:
 
 
 def test_monitor_prints_control_events(net: Net) -> None:
-    mon = net.a.popen(net.lac.cli_argv(["monitor"]), stdout=subprocess.PIPE,
+    mon = net.lac_ns.popen(net.lac.cli_argv(["monitor"]), stdout=subprocess.PIPE,
                       stderr=subprocess.PIPE, text=True, env=cli_env())
     lines = Lines(mon.stdout)
     try:

@@ -30,14 +30,14 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from pyl2tp.mgmt.client import Client
-from tests.support.daemon import Daemon, start_all, write_temp
+from tests.support.daemon import Daemon, lac_lns_pair
 from tests.support.hostile import proc_fds, proc_rss_kb
 from tests.support.netns import Topology, wait_for
 
@@ -125,25 +125,18 @@ def static_daemon() -> Iterator[Daemon]:
             yield d
 
 
-def _session_round(path: str, client_no: int, rounds: int, errors: list[BaseException]
-                   ) -> None:
-    base = 1_000_000 * (client_no + 1)
-    try:
-        with Client(path, timeout=30) as c:
-            for _ in range(rounds):
-                for j in range(SESSION_BATCH):
-                    c.request("session_create", {"conn_id": 1, "session_id": base + j,
-                                                 "peer_session_id": base + j, "pw_type": 7})
-                for j in range(SESSION_BATCH):
-                    c.request("session_delete", {"conn_id": 1, "session_id": base + j})
-    except BaseException as exc:
-        errors.append(exc)
-
-
-def _session_churn(d: Daemon, rounds: int) -> float:
+def _timed_threads(work: Callable[..., None], args: Iterable[tuple[Any, ...]]) -> float:
+    """Run ``work(*a)`` for every ``a`` in ``args`` in threads started together; re-raise the
+    first error any of them hit, else return the seconds they took."""
     errors: list[BaseException] = []
-    threads = [threading.Thread(target=_session_round, args=(d.socket_path, n, rounds, errors))
-               for n in range(SESSION_CLIENTS)]
+
+    def guarded(*a: Any) -> None:
+        try:
+            work(*a)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=guarded, args=a) for a in args]
     start = time.monotonic()
     for t in threads:
         t.start()
@@ -152,6 +145,22 @@ def _session_churn(d: Daemon, rounds: int) -> float:
     if errors:
         raise errors[0]
     return time.monotonic() - start
+
+
+def _session_round(path: str, client_no: int, rounds: int) -> None:
+    base = 1_000_000 * (client_no + 1)
+    with Client(path, timeout=30) as c:
+        for _ in range(rounds):
+            for j in range(SESSION_BATCH):
+                c.request("session_create", {"conn_id": 1, "session_id": base + j,
+                                             "peer_session_id": base + j, "pw_type": 7})
+            for j in range(SESSION_BATCH):
+                c.request("session_delete", {"conn_id": 1, "session_id": base + j})
+
+
+def _session_churn(d: Daemon, rounds: int) -> float:
+    return _timed_threads(_session_round,
+                          [(d.socket_path, n, rounds) for n in range(SESSION_CLIENTS)])
 
 
 def test_session_churn(static_daemon: Daemon) -> None:
@@ -249,20 +258,9 @@ class Events:
 
 @pytest.fixture
 def lac_lns() -> Iterator[tuple[Daemon, Daemon]]:
-    with Topology() as topo:
-        a, b = topo.add("lac"), topo.add("lns")
-        for ns in (a, b):
-            ns.sysctl("net.ipv6.conf.default.disable_ipv6", 1)
-        topo.veth(a, b, "10.81.0.1/24", "10.81.0.2/24")
-        path = write_temp(LNS_CONFIG)
-        lac = Daemon(a, log_level="warning")
-        lns = Daemon(b, log_level="warning", extra_args=["--config", path])
-        try:
-            with lac, lns:
-                start_all([lac, lns])
-                yield lac, lns
-        finally:
-            os.unlink(path)
+    with lac_lns_pair("10.81.0.1/24", "10.81.0.2/24", LNS_CONFIG, ipv6="off",
+                      log_level="warning") as pair:
+        yield pair.lac, pair.lns
 
 
 def _cycle(c: Client, events: Events) -> None:
@@ -274,27 +272,15 @@ def _cycle(c: Client, events: Events) -> None:
 
 
 def _dial_churn(lac: Daemon, events: Events, cycles: int) -> float:
-    errors: list[BaseException] = []
     per_worker = [cycles // DIAL_WORKERS + (1 if n < cycles % DIAL_WORKERS else 0)
                   for n in range(DIAL_WORKERS)]
 
     def work(n: int) -> None:
-        try:
-            with Client(lac.socket_path, timeout=30) as c:
-                for _ in range(n):
-                    _cycle(c, events)
-        except BaseException as exc:
-            errors.append(exc)
+        with Client(lac.socket_path, timeout=30) as c:
+            for _ in range(n):
+                _cycle(c, events)
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in per_worker]
-    start = time.monotonic()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return time.monotonic() - start
+    return _timed_threads(work, [(n,) for n in per_worker])
 
 
 def _settled(d: Daemon) -> Callable[[], bool]:

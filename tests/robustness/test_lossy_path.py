@@ -21,20 +21,18 @@ retransmissions) are printed; ``docs/robustness.md`` records a run.
 
 from __future__ import annotations
 
-import os
 import random
 import select
 import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from tests.support.daemon import Daemon, ping, start_all, write_temp
+from tests.support.daemon import Daemon, lac_lns_daemons, lac_lns_pair, ping
 from tests.support.hostile import in_netns
 from tests.support.netns import NetNS, Topology, wait_for
 from tests.support.nftloss import duplicate, loss, require_nft
@@ -257,31 +255,13 @@ def traffic_ok(net: Net) -> None:
     assert result.ok and result.received == result.transmitted, result
 
 
-@contextmanager
-def daemons(lac_ns: NetNS, lns_ns: NetNS) -> Iterator[tuple[Daemon, Daemon]]:
-    path = write_temp(LNS_CONFIG)
-    lac = Daemon(lac_ns)
-    lns = Daemon(lns_ns, extra_args=["--config", path])
-    try:
-        with lac, lns:
-            start_all([lac, lns])
-            yield lac, lns
-    finally:
-        os.unlink(path)
-
-
 @pytest.fixture
 def direct() -> Iterator[Net]:
     """lac (10.79.0.1) — lns (10.79.0.2) on one veth."""
     require_nft()
-    with Topology() as topo:
-        a, b = topo.add("lac"), topo.add("lns")
-        for ns in (a, b):
-            ns.sysctl("net.ipv6.conf.default.disable_ipv6", 1)
-        dev_a, dev_b = topo.veth(a, b, "10.79.0.1/24", "10.79.0.2/24")
-        with daemons(a, b) as (lac, lns):
-            yield Net(a, b, lac, lns, dev_a, dev_b, dial_to="10.79.0.2",
-                      lac_addr="10.79.0.1", lns_addr="10.79.0.2")
+    with lac_lns_pair("10.79.0.1/24", "10.79.0.2/24", LNS_CONFIG, ipv6="off") as p:
+        yield Net(p.lac_ns, p.lns_ns, p.lac, p.lns, p.lac_dev, p.lns_dev, dial_to="10.79.0.2",
+                  lac_addr="10.79.0.1", lns_addr="10.79.0.2")
 
 
 @pytest.fixture
@@ -294,9 +274,9 @@ def relayed() -> Iterator[tuple[Net, Relay]]:
             ns.sysctl("net.ipv6.conf.default.disable_ipv6", 1)
         dev_a, _ = topo.veth(a, m, "10.79.1.1/24", "10.79.1.2/24")
         _, dev_b = topo.veth(m, b, "10.79.2.2/24", "10.79.2.1/24")
-        with daemons(a, b) as (lac, lns), \
+        with lac_lns_daemons(a, b, LNS_CONFIG) as p, \
                 Relay(m, "10.79.1.2", "10.79.2.2", "10.79.2.1", reorder=0.2) as relay:
-            yield Net(a, b, lac, lns, dev_a, dev_b, dial_to="10.79.1.2",
+            yield Net(a, b, p.lac, p.lns, dev_a, dev_b, dial_to="10.79.1.2",
                       lac_addr="10.79.2.2", lns_addr="10.79.2.2"), relay
 
 

@@ -25,7 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -34,13 +34,16 @@ from typing import Any
 from pyl2tp.mgmt.client import Client
 from pyl2tp.mgmt.server import socket_alive
 
-from .netns import CommandError, NetNS, child_env, wait_for
+from .netns import CommandError, NetNS, Topology, child_env, wait_for
 
 __all__ = [
     "Daemon",
+    "LacLns",
     "PingResult",
     "cli_env",
     "devices",
+    "lac_lns_daemons",
+    "lac_lns_pair",
     "ping",
     "pyl2tp_argv",
     "start_all",
@@ -360,3 +363,75 @@ def wait_counter(read: Any, key: str, above: int, timeout: float = 5.0) -> int:
     except TimeoutError as exc:
         raise AssertionError(f"{exc} (last value {last[0]})") from None
     return last[0]
+
+
+@dataclass
+class LacLns:
+    """A LAC daemon and an LNS daemon, each in its namespace; ``config`` is the LNS's
+    configuration file, which a test may rewrite before sending SIGHUP."""
+
+    lac_ns: NetNS
+    lns_ns: NetNS
+    lac: Daemon
+    lns: Daemon
+    config: str
+    lac_dev: str = ""
+    lns_dev: str = ""
+
+
+@contextlib.contextmanager
+def lac_lns_daemons(
+    lac_ns: NetNS,
+    lns_ns: NetNS,
+    lns_config: str,
+    *,
+    log_level: str = "info",
+    lac_args: Sequence[str] = (),
+    lns_args: Sequence[str] = (),
+) -> Iterator[LacLns]:
+    """Start a LAC daemon in ``lac_ns`` and an LNS daemon configured by ``lns_config`` (TOML
+    text) in ``lns_ns`` together; stop both and remove the configuration file on exit."""
+    path = write_temp(lns_config)
+    lac = Daemon(lac_ns, log_level=log_level, extra_args=lac_args)
+    lns = Daemon(lns_ns, log_level=log_level, extra_args=["--config", path, *lns_args])
+    try:
+        with lac, lns:
+            start_all([lac, lns])
+            yield LacLns(lac_ns, lns_ns, lac, lns, path)
+    finally:
+        os.unlink(path)
+
+
+@contextlib.contextmanager
+def lac_lns_pair(
+    lac_addrs: str | Iterable[str],
+    lns_addrs: str | Iterable[str],
+    lns_config: str,
+    *,
+    ipv6: str = "on",
+    log_level: str = "info",
+    lac_args: Sequence[str] = (),
+    lns_args: Sequence[str] = (),
+) -> Iterator[LacLns]:
+    """Namespaces ``lac`` and ``lns`` on one veth with these addresses, running the daemons
+    of ``lac_lns_daemons``; all torn down on exit.
+
+    ``ipv6``: ``"on"`` leaves IPv6 as the kernel has it, ``"settled"`` turns off DAD and
+    waits until no address is tentative, ``"off"`` disables IPv6 on new devices.
+    """
+    with Topology() as topo:
+        a, b = topo.add("lac"), topo.add("lns")
+        if ipv6 == "off":
+            for ns in (a, b):
+                ns.sysctl("net.ipv6.conf.default.disable_ipv6", 1)
+        dev_a, dev_b = topo.veth(a, b, lac_addrs, lns_addrs)
+        if ipv6 == "settled":
+            for ns in (a, b):
+                ns.sysctl("net.ipv6.conf.all.accept_dad", 0)
+            wait_for(lambda: "tentative" not in a.ip("-6", "addr").stdout
+                     and "tentative" not in b.ip("-6", "addr").stdout, timeout=10,
+                     message="IPv6 addresses to settle")
+        with lac_lns_daemons(a, b, lns_config, log_level=log_level, lac_args=lac_args,
+                             lns_args=lns_args) as pair:
+            pair.lac_dev, pair.lns_dev = dev_a, dev_b
+            yield pair
