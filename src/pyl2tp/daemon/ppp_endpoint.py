@@ -3,7 +3,8 @@
 :class:`PppEndpoint` is what pppd is to one PPPoL2TP socket. Frames from the L2TP session go
 to the sans-I/O :class:`~pyl2tp.ppp.link.PppLink`, except IP packets on an open network
 protocol, which go straight to the TUN device (the fast path: one comparison and one write).
-IP packets read from the device go out the same way in reverse. The link's events create the
+IP packets read from the device go out the same way in reverse, framed and given their L2TP
+header in two concatenations. The link's events create the
 device and its addresses when the first network protocol opens, ask the authentication
 backend about users, and report the end of the link so the L2TP session is torn down.
 """
@@ -145,8 +146,8 @@ class PppEndpoint:
         dev = self.dev
         if dev is None:
             return
-        link = self.link
-        send = self.channel.send
+        ip_protocol = self.link.ip_protocol
+        send = self.channel.send_protocol
         for _ in range(READ_BATCH):
             try:
                 packet = dev.read()
@@ -156,9 +157,9 @@ class PppEndpoint:
                 return
             if packet is None:
                 return
-            frame = link.frame_ip(packet)
-            if frame is not None:
-                send(frame)
+            protocol = ip_protocol(packet)
+            if protocol is not None:
+                send(protocol, packet)
 
     # -- the link's outputs -------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ cost stays one attribute increment.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +25,10 @@ STATS_FIELDS = (
     "rx_errors",
     "rx_invalid",
 )  # the kernel's order inside L2TP_ATTR_STATS
+
+
+REORDER_Q_MAX = 1024
+"""Default bound on a session's reorder queue (``Session.reorder_q_max``), in packets."""
 
 
 class Stats:
@@ -47,7 +52,15 @@ class Stats:
         return {name: getattr(self, name) for name in STATS_FIELDS}
 
 
-def _drop(_payload: bytes) -> None:
+def _packed(family: int, address: str) -> bytes:
+    """``address`` in network byte order, or b"" when it is not a literal of ``family``."""
+    try:
+        return socket.inet_pton(family, address)
+    except (OSError, ValueError, TypeError):
+        return b""
+
+
+def _drop(_payload: bytes | bytearray) -> None:
     """Pseudowire receive handler of a session that has none (yet): the frame is consumed."""
 
 
@@ -56,6 +69,11 @@ class Tunnel:
 
     ``endpoint`` is the backend object that owns the socket the tunnel sends and receives on
     (one per local address and port); ``sessions`` maps the local session id to the session.
+    ``sock`` is the socket connected to the peer that the backend may add once the tunnel
+    carries sessions (UDP only): sending on it spares the kernel a route lookup per packet,
+    and what it receives is known to come from the peer. None means the endpoint's socket.
+    ``peer_raw`` is the peer's address in network byte order, for comparing the source of a
+    raw IPv4 packet without turning it into a string.
     """
 
     __slots__ = (
@@ -77,6 +95,8 @@ class Tunnel:
         "dead",
         "endpoint",
         "peer_addr",
+        "peer_raw",
+        "sock",
         "managed",
         "owner",
     )
@@ -117,6 +137,8 @@ class Tunnel:
         self.endpoint: Any = None
         # The socket address data is sent to: (remote, udp_dport) for UDP, (remote, 0) for IP.
         self.peer_addr: tuple[Any, ...] = (remote, udp_dport)
+        self.peer_raw = _packed(family, remote)
+        self.sock: Any = None
         self.managed = managed
         # Who created the tunnel (a control connection, a config section, the API); informative.
         self.owner: str = "api"
@@ -134,6 +156,15 @@ class Session:
     ``reorder_skip`` starts set so that the first sequenced packet fixes ``nr``.
     ``cookie`` is what we put in transmitted packets; ``peer_cookie`` is what received packets
     must carry (the kernel's naming). ``reorder_timeout`` is in seconds.
+
+    ``reorder_q_max`` bounds the reorder queue (the kernel bounds it by the socket's receive
+    buffer, which we do not have); a packet beyond it is discarded and counted in
+    ``rx_seq_discards`` and ``rx_errors``. ``tx_header`` is the whole transmit header when it
+    is the same for every packet (no sequence number to send), else None; ``rx_plain`` says
+    whether received packets may skip the general receive algorithm (see
+    :func:`pyl2tp.dataplane.recv.set_fast_path`): -1 if not, else the length of the
+    sublayer to skip. Both are derived from the configuration and recomputed on every change.
+    ``deliver`` gets each received frame as bytes or a bytearray that it may keep.
     """
 
     __slots__ = (
@@ -164,6 +195,8 @@ class Session:
         "dead",
         "hdr_len",
         "tx_prefix",
+        "tx_header",
+        "rx_plain",
         "pw",
     )
 
@@ -204,13 +237,16 @@ class Session:
         self.reorder_skip = True
         # Entries: [ns, has_seq, expires, payload, length]; see pyl2tp.dataplane.recv.
         self.reorder_q: list[list[Any]] = []
-        self.reorder_q_max = 1024
+        self.reorder_q_max = REORDER_Q_MAX
         self.stats = Stats()
         self.ifname = ifname
-        self.deliver: Callable[[bytes], None] = _drop
+        self.deliver: Callable[[bytes | bytearray], None] = _drop
         self.dead = False
         self.hdr_len = 0
         self.tx_prefix = b""
+        self.tx_header: bytes | None = None
+        # Until set_fast_path() has looked at the configuration: always the general path.
+        self.rx_plain = -1
         self.pw: Any = None
 
     @property

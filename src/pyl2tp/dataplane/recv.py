@@ -55,7 +55,7 @@ from pyl2tp.wire.constants import FLAG_O, FLAG_S, L2SPEC_S_BIT, L2SPEC_SEQ_MASK,
 from .model import Session
 from .xmit import set_header
 
-__all__ = ["handle_timer", "next_deadline", "purge", "recv_common"]
+__all__ = ["handle_timer", "next_deadline", "purge", "recv_common", "set_fast_path"]
 
 # One precompiled unpacker serves both the v2 Ns/Nr pair (Ns is the high half) and the v3
 # sublayer word; unpack_from raising on a short buffer doubles as the truncation check, which
@@ -76,8 +76,29 @@ _PAYLOAD = 3
 _LENGTH = 4
 
 
+def set_fast_path(session: Session) -> None:
+    """Decide whether the I/O layer may hand ``session``'s packets over without this module.
+
+    A session that checks no cookie and neither requires (``recv_seq``) nor sends
+    (``send_seq``) sequence numbers does, for a packet without a sequence number (no v2 ``S``
+    or ``O`` bit, no ``S`` bit in the v3 default sublayer) and an empty reorder queue, exactly
+    what the fast path of :func:`recv_common` does: count ``rx_packets``/``rx_bytes`` on the
+    session and its tunnel and deliver what follows the header. Every other combination runs
+    the general algorithm. ``session.rx_plain`` is -1 when the session never qualifies, else
+    the length of the sublayer to skip (4 for the v3 default sublayer, 0 otherwise); the
+    per-packet conditions (bits, queue) stay with the caller. Call this after every change to
+    ``peer_cookie``, ``recv_seq``, ``send_seq`` or ``l2spec_type``, as with ``set_header``.
+    """
+    if session.peer_cookie or session.recv_seq or session.send_seq:
+        session.rx_plain = -1
+    elif session.tunnel.version != 2 and session.l2spec_type == _L2SPEC_DEFAULT:
+        session.rx_plain = 4
+    else:
+        session.rx_plain = 0
+
+
 def recv_common(
-    session: Session, data: bytes, ptr: int, hdrflags: int, length: int, now: float
+    session: Session, data: bytes | bytearray, ptr: int, hdrflags: int, length: int, now: float
 ) -> None:
     """Accept, hold or discard one data packet of ``session`` and deliver whatever is now due.
 
@@ -85,6 +106,8 @@ def recv_common(
     is the offset just past the session id, ``hdrflags`` is the v2 flags word (0 for v3) and
     ``length`` is what ``rx_bytes`` counts. Never raises on malformed input: the packet is
     dropped and counted instead, because a peer must not be able to break the receive loop.
+    ``data`` may be a bytearray (a copy the caller made from its receive buffer): what is
+    delivered or held is sliced from it, so it belongs to the session from then on.
     """
     stats: Any = session.stats
     cookie = session.peer_cookie
@@ -126,6 +149,7 @@ def recv_common(
             # We are the LAC and the LNS has started sequencing: follow it.
             session.send_seq = True
             set_header(session)
+            set_fast_path(session)
     else:
         if session.recv_seq:
             stats.rx_seq_discards += 1
@@ -140,6 +164,7 @@ def recv_common(
             # We are the LAC and the LNS has stopped sequencing: follow it.
             session.send_seq = False
             set_header(session)
+            set_fast_path(session)
 
     if hdrflags & FLAG_O and tunnel.version == 2:
         try:
@@ -250,7 +275,7 @@ def _hold_time(session: Session) -> float:
     return timeout if timeout > 0 else _UNSEQUENCED_HOLD
 
 
-def _cookie_mismatch(session: Session, data: bytes, ptr: int) -> None:
+def _cookie_mismatch(session: Session, data: bytes | bytearray, ptr: int) -> None:
     """Count a packet whose peer cookie did not match.
 
     A packet too short even for its cookie and sublayer is a truncated packet, not a wrong

@@ -142,6 +142,7 @@ class Registry:
                                 f"tunnel {holder.tunnel.tunnel_id}; IP encapsulation needs "
                                 "session ids unique across all tunnels")
         set_header(session)
+        recv.set_fast_path(session)
         self.backend.session_open(session)
         if tunnel.version == 2:
             self.v2_sessions[(tunnel.tunnel_id << 16) | sid] = session
@@ -221,6 +222,7 @@ class Registry:
     def modified(self, obj: Tunnel | Session) -> None:
         if isinstance(obj, Session):
             set_header(obj)
+            recv.set_fast_path(obj)
             self.notify("session_modify", obj)
         else:
             self.notify("tunnel_modify", obj)

@@ -2,6 +2,8 @@
 
 A session's header only changes when ``send_seq`` changes or the ids/cookies change, so it is
 built once into ``session.tx_prefix``; per packet only the sequence number (if any) is packed.
+When no sequence number is sent the whole header is constant and kept in
+``session.tx_header``, so the transmit path concatenates once and calls nothing.
 """
 
 from __future__ import annotations
@@ -14,12 +16,17 @@ from .model import Session
 
 _V2_DATA = 0x0002
 _V2_DATA_SEQ = 0x0802
+# Plain ints: comparing against an enum member costs a class attribute lookup per packet.
+_L2SPEC_DEFAULT = int(L2SpecType.DEFAULT)
+_ENCAP_UDP = int(EncapType.UDP)
+_NO_SEQ_SUBLAYER = b"\x00\x00\x00\x00"
 _pack_hh = struct.Struct(">HH").pack
 _pack_i = struct.Struct(">I").pack
 
 
 def set_header(session: Session) -> None:
-    """Recompute ``tx_prefix`` and ``hdr_len``; call after any change to ids, cookie or send_seq.
+    """Recompute ``tx_prefix``, ``hdr_len`` and ``tx_header``; call after any change to ids,
+    cookie or send_seq.
 
     Like the kernel, v2 data headers never carry L, O or P bits and Nr is always 0; with the v3
     l2spec type ``none`` no sequence number can be sent even if ``send_seq`` is set.
@@ -31,11 +38,17 @@ def set_header(session: Session) -> None:
             ">HHH", flags, tunnel.peer_tunnel_id & 0xFFFF, session.peer_session_id & 0xFFFF
         )
         session.hdr_len = 6 + (4 if session.send_seq else 0)
+        session.tx_header = None if session.send_seq else session.tx_prefix
         return
-    prefix = b"\x00\x03\x00\x00" if tunnel.encap == EncapType.UDP else b""
+    prefix = b"\x00\x03\x00\x00" if tunnel.encap == _ENCAP_UDP else b""
     prefix += _pack_i(session.peer_session_id) + session.cookie
     session.tx_prefix = prefix
-    session.hdr_len = len(prefix) + (4 if session.l2spec_type == L2SpecType.DEFAULT else 0)
+    sublayer = session.l2spec_type == _L2SPEC_DEFAULT
+    session.hdr_len = len(prefix) + (4 if sublayer else 0)
+    if not sublayer:
+        session.tx_header = prefix
+    else:
+        session.tx_header = None if session.send_seq else prefix + _NO_SEQ_SUBLAYER
 
 
 def header(session: Session) -> bytes:
@@ -46,10 +59,10 @@ def header(session: Session) -> bytes:
         ns = session.ns
         session.ns = (ns + 1) & 0xFFFF
         return session.tx_prefix + _pack_hh(ns, 0)
-    if session.l2spec_type != L2SpecType.DEFAULT:
+    if session.l2spec_type != _L2SPEC_DEFAULT:
         return session.tx_prefix
     if not session.send_seq:
-        return session.tx_prefix + b"\x00\x00\x00\x00"
+        return session.tx_prefix + _NO_SEQ_SUBLAYER
     ns = session.ns
     session.ns = (ns + 1) & 0xFFFFFF
     return session.tx_prefix + _pack_i(L2SPEC_S_BIT | ns)

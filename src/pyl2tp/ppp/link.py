@@ -342,11 +342,18 @@ class PppLink:
     def frame_ip(self, packet: bytes) -> bytes | None:
         """The frame carrying one IP packet from the interface, or None (counted) when its
         NCP is not Opened (RFC 1661 §3.6 forbids sending it then)."""
+        protocol = self.ip_protocol(packet)
+        return None if protocol is None else protocol + packet
+
+    def ip_protocol(self, packet: bytes | bytearray) -> bytes | None:
+        """The protocol field for one IP packet from the interface, or None (counted) when
+        its NCP is not Opened: :meth:`frame_ip` without building the frame, for a sender
+        that puts the field in front of the packet together with its other headers."""
         version = packet[0] >> 4 if packet else 0
         if version == 4 and self.ipv4_open:
-            return _IPV4_HDR + packet
+            return _IPV4_HDR
         if version == 6 and self.ipv6_open:
-            return _IPV6_HDR + packet
+            return _IPV6_HDR
         self.counters.tx_not_ready += 1
         return None
 

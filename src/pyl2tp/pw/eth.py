@@ -62,7 +62,7 @@ class EthPseudowire:
         session.deliver = self._deliver
         backend.loop.add_reader(self.dev.fd, self._readable)
 
-    def _deliver(self, frame: bytes) -> None:
+    def _deliver(self, frame: bytes | bytearray) -> None:
         if len(frame) < ETH_HLEN:
             self.rx_short += 1
             return

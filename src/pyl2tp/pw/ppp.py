@@ -28,18 +28,28 @@ class PppChannel:
         self.rx_unconsumed = 0
         session.deliver = self._deliver
 
-    def _deliver(self, payload: bytes) -> None:
-        if payload[:2] == HDLC_HEADER:
-            payload = payload[2:]
+    def _deliver(self, payload: bytes | bytearray) -> None:
         handler = self.on_frame
         if handler is None:
             self.rx_unconsumed += 1
             return
-        handler(payload)
+        start = 2 if payload.startswith(HDLC_HEADER) else 0
+        if type(payload) is bytes:
+            handler(payload[start:])
+        else:
+            # The receive path hands over a bytearray; consumers (the PPP link, a bridge)
+            # get bytes, made with the one copy that also drops FF 03.
+            handler(bytes(memoryview(payload)[start:]))
 
     def send(self, frame: bytes) -> None:
         """Transmit a PPP frame (protocol field onwards) on the session."""
         self.backend.transmit(self.session, HDLC_HEADER + frame)
+
+    def send_protocol(self, protocol_field: bytes, info: bytes) -> None:
+        """Transmit ``info`` behind a protocol field: :meth:`send` of ``protocol_field +
+        info`` without building that frame first, so an IP packet is copied once here (and
+        once more behind the L2TP header) instead of twice."""
+        self.backend.transmit(self.session, HDLC_HEADER + protocol_field + info)
 
     def close(self) -> None:
         self.on_frame = None
