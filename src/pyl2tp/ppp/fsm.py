@@ -701,6 +701,9 @@ class Automaton:
         try:
             self._classify(packet, now)
         except PppParseError as exc:
+            # Its fields do not parse after all: a malformed packet, not a received one, so
+            # that every input lands in exactly one counter.
+            rx[packet.code] -= 1
             self._drop_malformed(exc)
 
     def _drop_malformed(self, exc: PppParseError) -> None:
