@@ -218,9 +218,8 @@ def expected(version: int, msg_type: int, kind: str) -> tuple[str, str]:
     # AVP defects: judged once the Message Type is known.
     error = ERROR_OF[kind]
     if msg_type == M.ACK:
-        # An acknowledgement is never delivered, so its AVPs are never judged: a deviation
-        # from the documented behaviour (StopCCN 2/E), see the xfail test at the end.
-        return "none", "transport.rx_acks"
+        # Never delivered (it only acknowledges), yet judged like any other message.
+        return f"StopCCN 2/{error}", "conn.rx_invalid"
     if msg_type == M.StopCCN:
         return "none", "conn.rx_invalid"  # a malformed StopCCN still ends the tunnel
     if new_tunnel or msg_type in TUNNEL_SETUP or msg_type == M.HELLO:
@@ -383,14 +382,6 @@ def test_zero_ids_are_refused(the_lab: Lab, version: int, msg_type: int) -> None
     the_lab.assert_intact()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a v3 ACK message is never validated: an ACK carrying an unknown AVP with the M bit "
-    "(or a malformed AVP) is taken as a plain acknowledgement, where RFC 3931 §5.2 and "
-    "docs/architecture.md ('Unknown AVP with the M bit: StopCCN ... result 2, error 8') "
-    "require clearing the connection. ControlConnection.receive (src/pyl2tp/control/"
-    "tunnel.py) acts on a MessageError only for a message the transport delivers "
-    "(`if m is msg and error is not None`), and ReliableTransport._is_ack_only "
-    "(src/pyl2tp/control/transport.py) never delivers an ACK, so the error is dropped"))
 def test_v3_ack_with_unknown_mandatory_avp_clears_the_connection(the_lab: Lab) -> None:
     outcome = run_case(the_lab, 3, M.ACK, "unknown_m")
     assert outcome.answer == "StopCCN 2/8", outcome

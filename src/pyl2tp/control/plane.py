@@ -298,7 +298,11 @@ class ControlPlane:
         if replaced is not None:
             self._events.append(ev.TunnelReplaced(replaced, conn))
             for call_params, direction in moved:
-                conn.place_call(call_params, direction=direction, now=now)
+                try:
+                    conn.place_call(call_params, direction=direction, now=now)
+                except ValueError as exc:  # refused at once (digest failed), or max_sessions
+                    log.info("tunnel tie with %s: call not moved: %s", peer, exc,
+                             extra={"peer": peer})
         self._collect(conn)
 
     def _refuse_for_limit(self, local: Any, peer: Any, msg: ControlMessage, version: int,

@@ -67,6 +67,9 @@ HELLO_RECEIVER_SLACK = 1.25
 """How much longer than ``hello_interval`` a connection waits after the peer's last message
 before sending a HELLO itself (see :meth:`ControlConnection.receive`)."""
 NONCE_LEN = 16
+BUFFERED_ERRORS_MAX = 64
+"""Out-of-order messages whose validation error is remembered until their turn (each holds
+a reorder-queue slot too, so this only bounds a window larger than it)."""
 V2_PROTOCOL = ProtocolVersion(1, 0)
 
 
@@ -113,6 +116,8 @@ class ControlConnection:
         self.state = State.IDLE
         self.initiator = False
         self.created_at = now  # setup began: our SCCRQ, or the peer's arriving
+        # Validation errors of messages held for reordering, by Ns, with the message itself.
+        self._buffered_errors: dict[int, tuple[ControlMessage, MessageError]] = {}
         self.established_at: float | None = None
         self.peer_host_name = ""
         self.peer_vendor = ""
@@ -378,20 +383,40 @@ class ControlConnection:
             # ends send one, every interval.
             self._hello_due = now + self.params.hello_interval * HELLO_RECEIVER_SLACK
         delivered = self.transport.receive(msg, now)
+        if error is not None and not any(m is msg for m in delivered):
+            self._undelivered_error(msg, error, now)
         for m in delivered:
             if self.state in (State.DEAD, State.CLOSING):
                 break
             self._count(_counter_name("rx_", m.msg_type))
             if self.version == 2:
                 self.transport.ack_session_id = self._peer_session_of(m)
-            if m is msg and error is not None:
-                self._protocol_error(m, error, now)
+            m_error = error if m is msg else self._take_buffered_error(m)
+            if m_error is not None:
+                self._protocol_error(m, m_error, now)
                 continue
             try:
                 self._dispatch(m, now)
             except _Refuse as exc:
                 self._teardown(now, exc.text, exc.result, exc.error, by_peer=False)
         self._after(now)
+
+    def _undelivered_error(self, msg: ControlMessage, error: MessageError, now: float) -> None:
+        """A message that failed validation but was not delivered in order now. An ACK is
+        never delivered (it only acknowledges), yet an unknown mandatory AVP in it must still
+        clear the connection (RFC 3931 §5.2); a message held for reordering keeps its error
+        for when the gap fills. Duplicates and out-of-window messages are dropped anyway."""
+        if self.transport.is_ack_only(msg):
+            self._count(_counter_name("rx_", msg.msg_type))
+            self._protocol_error(msg, error, now)
+        elif len(self._buffered_errors) < BUFFERED_ERRORS_MAX:
+            self._buffered_errors[msg.ns] = (msg, error)
+
+    def _take_buffered_error(self, msg: ControlMessage) -> MessageError | None:
+        if not self._buffered_errors:
+            return None
+        entry = self._buffered_errors.pop(msg.ns, None)
+        return entry[1] if entry is not None and entry[0] is msg else None
 
     def _peer_session_of(self, msg: ControlMessage) -> int:
         """The peer's id of the session a v2 message belongs to (0 for tunnel messages)."""

@@ -127,8 +127,12 @@ def encode_avp(avp: Avp, *, hide_key: bytes | None = None, rv: bytes | None = No
     vendor = avp.vendor_id
     mandatory = avp.mandatory
     if avp.extended:
+        # The wrapped AVP has no M bit of its own: the Extended Vendor ID AVP's carries it.
+        # RFC 3931 §5.1 wants that bit 0, and it is unless the AVP is mandatory, which only
+        # an AVP decoded from a peer that set it (or an explicit request) makes it; writing
+        # it back keeps decode -> encode -> decode faithful.
         value = struct.pack(">IH", vendor, attr_type) + value
-        attr_type, vendor, mandatory = AvpType.EXTENDED_VENDOR_ID, VENDOR_IETF, False
+        attr_type, vendor = AvpType.EXTENDED_VENDOR_ID, VENDOR_IETF
     elif vendor > 0xFFFF:
         raise ValueError("a vendor id above 65535 needs the Extended Vendor ID form")
     flags = AVP_FLAG_M if mandatory else 0
@@ -156,7 +160,8 @@ def decode_avps(
     Structural damage (an AVP header that does not fit, a Length below 6 or past the end)
     makes the rest unparseable and raises :class:`AvpError`. Value-level trouble (hidden
     without a secret or a Random Vector, a lying hidden length, v2 reserved bits, a short
-    Extended Vendor ID) is reported as an :class:`AvpProblem` and the AVP is left out.
+    Extended Vendor ID, a hidden Random Vector) is reported as an :class:`AvpProblem` and the
+    AVP is left out.
     """
     avps: list[Avp] = []
     problems: list[AvpProblem] = []
@@ -184,6 +189,13 @@ def decode_avps(
                                        ErrorCode.UNKNOWN_MANDATORY_AVP, "reserved bits set"))
             continue
         hidden = bool(word & AVP_FLAG_H)
+        if hidden and vendor == VENDOR_IETF and attr_type == AvpType.RANDOM_VECTOR:
+            # RFC 2661 §4.4.1 / RFC 3931 §5.4.1: the Random Vector MUST NOT be hidden. Which
+            # vector would decrypt it, and which it would replace, is anyone's guess (our
+            # encoder never hides one); it is left out and the vector in force stays.
+            problems.append(AvpProblem(attr_type, vendor, mandatory, ErrorCode.BAD_VALUE,
+                                       "hidden Random Vector"))
+            continue
         if hidden:
             if hide_key is None or rv is None:
                 why = "no shared secret" if hide_key is None else "no preceding Random Vector"

@@ -283,7 +283,7 @@ def encode_message(
             parts.append(encode_avp(Avp(AvpType.MESSAGE_DIGEST,
                                         bytes((digest_type,)) + bytes(size))))
     rv: bytes | None = None
-    for avp in _avps_for_encoding(msg.avps):
+    for avp in _avps_for_encoding(msg):
         if avp.vendor_id == VENDOR_IETF and avp.attr_type == AvpType.RANDOM_VECTOR:
             rv = avp.value
         elif avp.hidden and rv is None:
@@ -304,11 +304,18 @@ def encode_message(
     return bytes(out)
 
 
-def _avps_for_encoding(avps: Iterable[Avp]) -> Iterable[Avp]:
-    for avp in avps:
+def _avps_for_encoding(msg: ControlMessage) -> Iterable[Avp]:
+    """The AVPs to write after the ones the encoder places itself (Message Type, Message
+    Digest). A decoded vendor-specific message keeps its vendor's Message Type AVP first in
+    ``avps``; it is the one the encoder writes, so it is skipped too, or a decoded message
+    would re-encode with two."""
+    for index, avp in enumerate(msg.avps):
         if avp.vendor_id == VENDOR_IETF and avp.attr_type in (AvpType.MESSAGE_TYPE,
                                                               AvpType.MESSAGE_DIGEST):
             continue  # placed by the encoder
+        if index == 0 and avp.attr_type == AvpType.MESSAGE_TYPE and not avp.extended and (
+                avp.vendor_id == msg.vendor_id):
+            continue  # the vendor-specific Message Type, also placed by the encoder
         yield avp
 
 
