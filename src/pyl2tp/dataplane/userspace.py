@@ -8,7 +8,8 @@ checking the source address and port of every data packet against the tunnel's p
 
 A UDP tunnel that carries sessions also gets what a kernel tunnel has, a socket bound to the
 same address and port and connected to its peer (a :class:`PeerSocket`, shared by the
-endpoint's tunnels to that peer, at most :attr:`UserspaceBackend.peer_sockets_max` of them).
+endpoint's tunnels to that peer; peer sockets take at most a quarter of the descriptor limit,
+and never more than PEER_SOCKETS_MAX).
 The kernel hands the peer's datagrams to that socket, so they are read with ``recv_into`` and
 need neither a source check nor a source address (turning the address into a Python tuple is
 most of what ``recvfrom`` costs), and sending on it saves the per-packet route lookup of
@@ -17,7 +18,7 @@ arrives on the shared socket and is checked as before. Raw IPv4 packets carry th
 the IP header, so the IP endpoint reads them with ``recv_into`` too.
 
 Per packet the receive path costs one ``recv_into`` (or ``recvfrom``), one header unpack, one
-dict lookup and, for a plain session (no cookie, no sequencing, nothing held), a slice and two
+dict lookup and, for a plain session (no cookie, no sequencing, nothing held), a slice and four
 counter updates; other sessions run the kernel's receive algorithm (:mod:`.recv`). The transmit
 path costs one concatenation and one ``send``. Nothing is logged there: every drop lands in a
 named counter of the endpoint or session.
@@ -221,7 +222,9 @@ class UserspaceBackend:
         # The one receive buffer: a datagram is parsed in place and only what is kept (the
         # frame handed to the session, a control message) is copied out of it.
         self._rx_buf = bytearray(MAX_DATAGRAM)
-        self.peer_sockets_max = _peer_socket_budget()
+        # None: a quarter of the descriptor limit in force when a socket is to be opened (the
+        # daemon raises its limit after creating the backend).
+        self.peer_sockets_max: int | None = None
         self.peer_sockets = 0
 
     def attach(self, registry: Registry) -> None:
@@ -345,7 +348,8 @@ class UserspaceBackend:
             return
         peer = ep.peers.get(tunnel.peer_addr)
         if peer is None:
-            if self.peer_sockets >= self.peer_sockets_max:
+            budget = self.peer_sockets_max
+            if self.peer_sockets >= (_peer_socket_budget() if budget is None else budget):
                 return
             peer = self._open_peer_socket(ep, tunnel.peer_addr)
             if peer is None:
