@@ -53,10 +53,11 @@ MAX_OPS = 120
 MAX_FLIGHT = 32
 CATALOG = sorted(AVP_SPECS)
 KNOWN: tuple[KnownIssue, ...] = ()
-"""Crash signatures tolerated until fixed. Empty: the two found by this harness (calls moved
-after a lost tunnel tie onto a connection that refuses them; a reordered invalid message
-dispatched as valid) are fixed in control/plane.py and control/tunnel.py, with regression
-tests in tests/unit/test_fuzz_regressions.py."""
+"""Crash signatures tolerated until fixed (see fuzz/README.md, "Known issues"). Empty: the
+three this harness found (calls moved after a lost tunnel tie onto a connection that refuses
+them; a reordered invalid message dispatched as valid; a duplicate of it displacing its error)
+are fixed in control/plane.py and control/tunnel.py, with regression tests in
+tests/unit/test_fuzz_regressions.py."""
 
 _NETS: list[_Net] = []
 """The exchange under way, for the known issues' state checks."""

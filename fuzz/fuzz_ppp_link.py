@@ -123,12 +123,20 @@ class _Pair:
         self.now = until
 
     def answer(self, how: int) -> None:
+        """The backend's verdict on a queued request: with ``request=`` (as the daemon gives
+        it, so a stale one is ignored), or without, for whatever the authenticator awaits;
+        the verdict is then about that request (a backend judges what it is asked: one
+        judged for an older request of another method would be the backend's bug, which
+        the link rightly logs)."""
         if not self.pending:
             return
         side, request = self.pending.pop(0 if how & 1 else -1)
         req = request.request
+        link = self.links[side]
+        if not how & 4 and link.authenticator is not None:
+            req = link.authenticator._pending or req
         result = req.verify_with(_secret(req)) if how & 2 else req.failure("refused")
-        self.links[side].verdict(result, self.now, request=req if how & 4 else None)
+        link.verdict(result, self.now, request=request.request if how & 4 else None)
 
     def step(self) -> None:
         """0 deliver, 1 corrupt one octet, 2 truncate, 3 drop, 4 duplicate, 5 move to the

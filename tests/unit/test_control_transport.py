@@ -441,6 +441,22 @@ def test_out_of_order_buffered_and_delivered_when_the_gap_fills() -> None:
     assert [m.ns for m in t.receive(cm(M.HELLO, ns=3), 0.2)] == [3, 4]
 
 
+def test_holds_names_the_buffered_object_and_forget_lets_it_go() -> None:
+    # The connection keeps validation errors only for what the transport holds: a duplicate
+    # of a held message is not held, and a forgotten one is received again when resent.
+    t = ReliableTransport(TransportConfig(receive_window=4))
+    first, again = cm(M.ICRQ, ns=1), cm(M.ICRQ, ns=1)
+    t.receive(first, 0.0)
+    t.receive(again, 0.0)
+    assert t.holds(first) and not t.holds(again)
+    t.forget(again)  # not held: nothing happens
+    assert t.buffered == 1
+    t.forget(first)
+    assert t.buffered == 0 and not t.holds(first)
+    assert t.receive(again, 0.1) == [] and t.holds(again)
+    assert [m.ns for m in t.receive(cm(M.HELLO, ns=0), 0.2)] == [0, 1]
+
+
 def test_reordering_off_drops_future_messages() -> None:
     t = ReliableTransport(TransportConfig(reorder=False))
     assert t.receive(cm(M.HELLO, ns=1), 0.0) == []

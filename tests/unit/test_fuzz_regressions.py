@@ -146,21 +146,39 @@ def test_ppp_auth_harness_credits_the_outstanding_request() -> None:
     replay("ppp_auth", "BwEFBwMDAwcBBwY0AQcDA/oAAABhAP74AwNAAQc=")
 
 
+# fuzz_ppp_link: likewise, a verdict without ``request=`` must be about the request the
+# authenticator awaits; one computed for a CHAP-MD5 request of an earlier negotiation and
+# handed to the MS-CHAPv2 authenticator of a later one is a success without S=, which the
+# link logs as the backend's bug it would be.
+
+
+def test_ppp_link_harness_judges_the_outstanding_request() -> None:
+    replay("ppp_link", "ZELCyYFCAQAAAAAAAAgDBgUAAAAAAAjf+vr/9/z5AAr/BgAABQYAr+oAAAo=")
+
+
+# fuzz_control_plane: a connection can be of the other L2TP version than the exchange (one
+# that refused an SCCRQ of that version), so what the harness forges for it takes its version.
+
+
+def test_control_plane_harness_forges_in_the_connections_version() -> None:
+    replay("control_plane", "BkEIADs7Ozs7OzvFxMTCOwYCADs7OzuDAAEAAHdbAAYmOzs7AgE=")
+
+
 # ---- control/tunnel.py and control/plane.py ------------------------------------------------
-# fuzz_control_plane: after losing a tunnel tie, the calls pending on our abandoned connection
-# are moved to the peer's new one with place_call(), which raises ValueError out of
-# ControlPlane.receive when that connection is already closing (here: the peers' secrets
-# differ, so the SCCRQ's digest does not verify and the new connection refuses at once), or
-# when more calls are pending than its max_sessions allows. The harness tolerates this one
-# signature (fuzz_control_plane.KNOWN) until control/plane.py is fixed.
+# fuzz_control_plane found these while they were tolerated as known issues; all are fixed.
 
 
 @pytest.mark.parametrize("version", [2, 3])
-def test_invalid_message_arriving_ahead_of_sequence_is_not_dispatched(version: int) -> None:
-    # fuzz_control_plane: an ICRQ without its required AVPs, one ahead of sequence, is
-    # buffered by the transport; the HELLO that fills the gap delivers both, and receive()
-    # only knows the validation error of the HELLO's datagram. The ICRQ is dispatched as if
-    # valid, its missing session id becomes None in the ICRP, and encoding that raises.
+@pytest.mark.parametrize("copies", [1, 2])
+def test_invalid_message_arriving_ahead_of_sequence_is_not_dispatched(
+        version: int, copies: int) -> None:
+    # An ICRQ without its required AVPs, one ahead of sequence, is buffered by the transport;
+    # the HELLO that fills the gap delivers both. receive() used to know only the validation
+    # error of the HELLO's datagram and dispatched the ICRQ as if valid: its missing session
+    # id became None in the ICRP, and encoding that raised struct.error. With two copies of
+    # the ICRQ (a retransmission, or duplicated on the way), the second, dropped as a
+    # duplicate, used to displace the held one's recorded error the same way; only the
+    # message the transport holds records an error now.
     params = ConnectionParams(version=version)
     plane = ControlPlane(accept=lambda *_: params, rng=random.Random(1).randbytes)
     peer = FakePeer(plane, version)
@@ -168,7 +186,8 @@ def test_invalid_message_arriving_ahead_of_sequence_is_not_dispatched(version: i
     bad = ControlMessage(MessageType.ICRQ).add(AvpType.CALL_SERIAL_NUMBER, 1)
     early = peer.encode(bad, ns=peer.ns + 1)
     hello = peer.encode(ControlMessage(MessageType.HELLO))
-    assert peer.deliver(early) == []  # buffered, not yet answered
+    for _ in range(copies):
+        assert peer.deliver(early) == []  # buffered (or a duplicate), not yet answered
     replies = peer.deliver(hello)
     # answered as it would be in order: the call request is refused with a CDN
     assert any(m.msg_type == MessageType.CDN for m in replies)
@@ -179,10 +198,18 @@ def test_invalid_message_arriving_ahead_of_sequence_is_not_dispatched(version: i
     "BkEIAAAJAAIAAAYAAAMIAAQGAwAAoAYIAAQGAwAAAQDFAAAAMjTMxQAAADI0zMzMzAmF",  # from a timer
     # from a timer, once the call is gone: the ICRP and CDN built for it wait in the window
     "Bo8AAAkAAAAABgIJAAAGAAAABgkCAMbGxsbGxsbGxsbGxsbGxsbGxsbGAQAAb3V0Z29pbmf3LwYCAAA=",
+    # the duplicate variant
+    "7jLuABAABQD//////xP/EAABAAUA//////8T//8A/wAs//kAAP//////////9QkAAAn//////xP//wD/ACwA"
+    "/75vH2KsTAn/Jw==",
 ])
 def test_reordered_invalid_message_found_by_the_harness(b64: str) -> None:
-    # Replayed with the harness's list of known issues in force; FUZZ_STRICT=1 shows them.
     replay("control_plane", b64)
+
+
+# After losing a tunnel tie, the calls pending on our abandoned connection are moved to the
+# peer's new one with place_call(), which raised ValueError out of ControlPlane.receive when
+# that connection was already closing (here: the peers' secrets differ, so the SCCRQ's digest
+# does not verify and the new connection refuses at once), or at its max_sessions.
 
 
 def test_lost_tunnel_tie_with_a_refused_winner_does_not_raise() -> None:
@@ -202,3 +229,7 @@ def test_lost_tunnel_tie_with_a_refused_winner_does_not_raise() -> None:
     loser.datagrams()
     loser.receive("sock", sccrq, 0, (winner_addr, 1701), 0.1)
     assert loser.stats.get("rx_sccrq_tie", 0) + loser.stats.get("rx_sccrq_accepted", 0) == 1
+
+
+def test_lost_tunnel_tie_found_by_the_harness() -> None:
+    replay("control_plane", "/wYA//87")

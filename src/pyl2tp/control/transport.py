@@ -509,6 +509,15 @@ class ReliableTransport:
         return msg.msg_type == MessageType.ZLB or (
             msg.msg_type == MessageType.ACK and msg.version == 3)
 
+    def holds(self, msg: ControlMessage) -> bool:
+        """Whether this very message waits for reordering (a duplicate of it does not)."""
+        return self._reorder.get(msg.ns) is msg
+
+    def forget(self, msg: ControlMessage) -> None:
+        """Drop a held message again, as if never received: the peer retransmits it."""
+        if self.holds(msg):
+            del self._reorder[msg.ns]
+
     def receive(self, msg: ControlMessage, now: float) -> list[ControlMessage]:
         """Process a decoded control message; return the messages now deliverable in order.
 

@@ -32,6 +32,7 @@ import enum
 import heapq
 import logging
 import os
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -319,7 +320,7 @@ class ControlConnection:
         for msg in self.transport.datagrams_to_send():
             try:
                 out.append(self._encode(msg))
-            except (ValueError, OverflowError) as exc:  # a value we built is out of range
+            except (ValueError, OverflowError, struct.error) as exc:  # a value out of range
                 self._count("tx_encode_errors")
                 log.warning("tunnel %d: cannot encode %s: %s", self.local_id, msg.name, exc,
                             extra=self._log_ids)
@@ -404,13 +405,18 @@ class ControlConnection:
     def _undelivered_error(self, msg: ControlMessage, error: MessageError, now: float) -> None:
         """A message that failed validation but was not delivered in order now. An ACK is
         never delivered (it only acknowledges), yet an unknown mandatory AVP in it must still
-        clear the connection (RFC 3931 §5.2); a message held for reordering keeps its error
-        for when the gap fills. Duplicates and out-of-window messages are dropped anyway."""
+        clear the connection (RFC 3931 §5.2). A message held for reordering keeps its error
+        for when the gap fills (if the table of such errors is full, the transport lets go of
+        it and the peer retransmits). Duplicates and out-of-window messages are dropped
+        anyway, and must not displace the error of the message the transport holds."""
         if self.transport.is_ack_only(msg):
             self._count(_counter_name("rx_", msg.msg_type))
             self._protocol_error(msg, error, now)
-        elif len(self._buffered_errors) < BUFFERED_ERRORS_MAX:
-            self._buffered_errors[msg.ns] = (msg, error)
+        elif self.transport.holds(msg):
+            if len(self._buffered_errors) < BUFFERED_ERRORS_MAX:
+                self._buffered_errors[msg.ns] = (msg, error)
+            else:
+                self.transport.forget(msg)
 
     def _take_buffered_error(self, msg: ControlMessage) -> MessageError | None:
         if not self._buffered_errors:
