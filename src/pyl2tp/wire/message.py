@@ -255,6 +255,10 @@ def _type_values(msg: ControlMessage, problems: list[AvpProblem]) -> None:
     msg.avps = kept
 
 
+HIDDEN_MIN_LEN = 16
+"""Hidden subformats (original length, value, padding) are at least this long."""
+
+
 def encode_message(
     msg: ControlMessage,
     *,
@@ -270,8 +274,9 @@ def encode_message(
     """Encode a control message (a ZLB if it has no AVPs and type ``ZLB``).
 
     Hidden AVPs use the most recent Random Vector before them; if none precedes the first
-    hidden AVP, one of 16 random octets is inserted. ``hide_pad`` adds up to that many random
-    pad octets to each hidden value to blur its length. With ``digest_type`` a Message Digest
+    hidden AVP, one of 16 random octets is inserted. A hidden value is padded with random
+    octets to :data:`HIDDEN_MIN_LEN`, and ``hide_pad`` adds up to that many more to blur its
+    length further. With ``digest_type`` a Message Digest
     AVP is placed right after Message Type and signed (RFC 3931 §5.4.1).
     """
     parts: list[bytes] = []
@@ -289,7 +294,13 @@ def encode_message(
         elif avp.hidden and rv is None:
             rv = rng(16)
             parts.append(encode_avp(Avp(AvpType.RANDOM_VECTOR, rv)))
-        pad = rng(rng(1)[0] % (hide_pad + 1)) if avp.hidden and hide_pad else b""
+        pad = b""
+        if avp.hidden:
+            # Short values are padded to one MD5 block: it hides their length, and l2tpns
+            # refuses hidden subformats under 8 octets (RFC 2661 §4.3 allows padding).
+            short = max(0, HIDDEN_MIN_LEN - 2 - len(avp.value))
+            extra = rng(1)[0] % (hide_pad + 1) if hide_pad else 0
+            pad = rng(short + extra) if short + extra else b""
         parts.append(encode_avp(avp, hide_key=hide_key, rv=rv, pad=pad))
     body = b"".join(parts)
     header = ControlHeader(msg.version, msg.tunnel_id, msg.session_id, msg.ns, msg.nr)
