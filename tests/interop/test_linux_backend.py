@@ -23,8 +23,13 @@ The guest runs the programs of ``test_linux_backend_guest.py`` with the host's v
 3. **PPP with pppd** (:func:`ppp_run`): ``pyl2tp daemon`` on the ``linux`` backend as an
    LNS in a guest namespace; xl2tpd + pppd dial it over a veth; the managed tunnel and the
    PPP session are the kernel's, PPP frames reach pyl2tp's endpoint through the kernel PPP
-   channel; pings cross. That the LNS's IP runs through a kernel ``pppN`` unit is a strict
-   xfail until ``docs/kernel-offload-integration.patch`` lands (verified with it applied).
+   channel; pings cross; the LNS's IP runs through a kernel ``pppN`` unit, not a TUN device.
+4. **Dynamic L2TPv3 to the userspace daemon** (:func:`dynamic_run`): ``pyl2tp daemon`` in the
+   guest picks the ``linux`` backend by itself (``auto``), dials ``pyl2tp daemon`` on the host
+   (userspace backend) and places an Ethernet call; pings cross the kernel's ``l2tpeth``
+   device and the host's TAP. Then ``pyl2tp --kernel show`` against ``ip l2tp show``, a
+   tunnel deleted behind the daemon's back with ``ip l2tp del``, and an API tunnel left in
+   the kernel by ``kill -9`` that the next start deletes.
 
 Each boot takes 25-45 s of wall time.
 """
@@ -35,12 +40,15 @@ import json
 import os
 import secrets
 import shlex
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from tests.interop.test_kernel_interop import ip_leak
 from tests.interop.test_linux_backend_guest import (
+    DYN_HOST,
+    DYN_SECRET,
     MARK,
     PEER_GUEST,
     PEER_HOST,
@@ -322,6 +330,22 @@ def _host_pws() -> list[tuple[list[str], list[str], str, str]]:
     return out
 
 
+def _run_on_tap(host: NetNS, prelude: str, mode: str, tap_prefix: str, *, timeout: float
+                ) -> GuestResult:
+    """Boot the guest on a tap into ``host`` (guest PEER_GUEST, host behind HOST_TAP) and run
+    the guest program's ``mode``."""
+    script = "\n".join([
+        prelude,
+        "ip link set lo up",
+        "echo 1 > /proc/sys/net/ipv6/conf/eth0/disable_ipv6",
+        f"ip addr add {PEER_GUEST}/24 dev eth0", "ip link set eth0 up",
+        f"ip route add 10.215.1.0/24 via {HOST_TAP}",
+        f"{GUEST} {mode} || echo '{mode} failed'",
+    ])
+    return run_guest(script, tap=f"{tap_prefix}{secrets.token_hex(3)}", netns=host.name,
+                     tap_addr=f"{HOST_TAP}/24", timeout=timeout)
+
+
 @pytest.fixture(scope="module")
 def peer_run() -> Iterator[dict[str, Any]]:
     require_vm()
@@ -342,17 +366,7 @@ def peer_run() -> Iterator[dict[str, Any]]:
             host.sysctl(f"net.ipv6.conf.{dev}.disable_ipv6", 1)
             host.addr_add(dev, f"{inner}/24")
             host.link_up(dev)
-        script = "\n".join([
-            modprobe_lines(L2TP_MODULES),
-            "ip link set lo up",
-            "echo 1 > /proc/sys/net/ipv6/conf/eth0/disable_ipv6",
-            f"ip addr add {PEER_GUEST}/24 dev eth0", "ip link set eth0 up",
-            f"ip route add 10.215.1.0/24 via {HOST_TAP}",
-            f"{GUEST} peer || echo 'peer failed'",
-        ])
-        tap = f"lbt{secrets.token_hex(3)}"
-        res = run_guest(script, tap=tap, netns=host.name, tap_addr=f"{HOST_TAP}/24",
-                        timeout=200)
+        res = _run_on_tap(host, modprobe_lines(L2TP_MODULES), "peer", "lbt", timeout=200)
         found = parse(res)
         _check(res, found, "PEER")
         found["host"] = {dev: daemon.counters(int(t[t.index("tunnel_id") + 1]),
@@ -492,8 +506,6 @@ def test_the_tunnel_and_session_are_the_kernels(ppp_run: dict[str, Any]) -> None
     assert links and links[0]["user"] == "kim" and links[0]["ipv4_up"], links
 
 
-@pytest.mark.xfail(strict=True, reason="PppEndpoint still terminates IP on a TUN device: "
-                   "docs/kernel-offload-integration.patch makes it use create_unit()")
 def test_ip_of_the_ppp_session_stays_in_a_kernel_unit(ppp_run: dict[str, Any]) -> None:
     links = json.loads(ppp_run["log"]("KLINKS"))
     kinds = {ln["ifname"]: ln.get("linkinfo", {}).get("info_kind") for ln in links}
@@ -506,3 +518,124 @@ def test_elapsed_budget(mgmt_run: dict[str, Any]) -> None:
     """Each boot stays within the suite's budget (a regression guard, not a benchmark)."""
     assert mgmt_run["_elapsed"] < 90, mgmt_run["_elapsed"]
 
+
+
+# ------------------------------------------------------------------------------------------
+# 4. a dynamic L2TPv3 Ethernet call from the linux backend (guest) to the userspace daemon
+
+DYN_CONFIG = f"""
+[daemon]
+host_name = "host-userspace"
+
+[[listen]]
+encap = "udp"
+address = "{PEER_HOST}"
+
+[[peer]]
+name = "guest"
+host_name = "guest"
+secret = "{DYN_SECRET}"
+"""
+
+
+def _configure_host_side(daemon: Daemon, host: NetNS, stop: threading.Event,
+                         seen: dict[str, Any]) -> None:
+    """Address the host's TAP as soon as the guest's call brings it up (the guest script
+    runs meanwhile), and remember the host's last view of its sessions."""
+    while not stop.wait(0.3):
+        try:
+            sessions = json.loads(daemon.cli(["-j", "-s", "show", "session"]).stdout or "[]")
+        except Exception:  # the daemon may be busy: try again
+            continue
+        for s in sessions:
+            seen["sessions"] = sessions
+            dev = s.get("interface")
+            if dev and dev not in seen.setdefault("configured", []):
+                host.sysctl(f"net.ipv6.conf.{dev}.disable_ipv6", 1)
+                host.addr_add(dev, f"{DYN_HOST}/24")
+                host.link_up(dev)
+                seen["configured"].append(dev)
+
+
+@pytest.fixture(scope="module")
+def dynamic_run() -> Iterator[dict[str, Any]]:
+    require_vm()
+    host = NetNS("lbd")
+    cfg = write_temp(DYN_CONFIG)
+    daemon = Daemon(host, log_level="info", extra_args=["--config", cfg])
+    stop, seen = threading.Event(), {}
+    watcher = threading.Thread(target=_configure_host_side, args=(daemon, host, stop, seen))
+    try:
+        host.addr_add("lo", f"{PEER_HOST}/32")
+        daemon.start()
+        watcher.start()
+        # The daemon's kernel_has_l2tp() loads the modules itself (auto).
+        res = _run_on_tap(host, "\n".join([
+            'mkdir -p /lib/modules && ln -sfn "$VM_MODROOT/lib/modules/$VM_KVER" '
+            '"/lib/modules/$VM_KVER"', modprobe_lines(("veth", "tun"))]),
+            "dynamic", "lbd", timeout=240)
+        found = parse(res)
+        _check(res, found, "DYNAMIC")
+        stop.set()
+        watcher.join()
+        found["host"] = seen
+        found["host_tunnels_after"] = json.loads(
+            daemon.cli(["-j", "show", "tunnel"]).stdout or "[]")
+        found["_output"] = res.output
+        yield found
+    finally:
+        stop.set()
+        if watcher.is_alive():
+            watcher.join()
+        daemon.close()
+        host.close()
+        os.unlink(cfg)
+
+
+def test_auto_selects_the_kernel_and_says_so(dynamic_run: dict[str, Any]) -> None:
+    d = dynamic_run["DYNAMIC"]
+    assert d["version"]["backend"] == "linux", d["version"]
+    assert d["version"]["backend_reason"] == "auto: the kernel has L2TP"
+    assert "(backend linux, auto: the kernel has L2TP)" in d["log"]
+
+
+def test_dynamic_l2tpv3_ethernet_call_carries_pings(dynamic_run: dict[str, Any]) -> None:
+    d = dynamic_run["DYNAMIC"]
+    assert d["dial"]["rc"] == 0 and d["established"], d["dial"]
+    assert d["call"]["rc"] == 0 and d["device"], d["call"]
+    assert dynamic_run["host"].get("configured"), dynamic_run["host"]
+    assert d["ping"] == 0 and d["ping_big"] == 0, dynamic_run["_output"][-3000:]
+    # The guest's end is the kernel's l2tpeth device (no rtnl kind of its own), not a TAP.
+    assert d["link"][0].get("linkinfo", {}).get("info_kind") != "tun", d["link"]
+    assert "interface name: kdyn0" in d["ip_session"], d["ip_session"]
+    guest = d["sessions"][0]["stats"]
+    host = dynamic_run["host"]["sessions"][0]["stats"]
+    assert guest["tx"]["packets"] >= 8 and host["rx"]["packets"] >= 8, (guest, host)
+    assert guest["rx"]["errors"] == 0 and host["rx"]["errors"] == 0
+
+
+def test_kernel_option_shows_what_ip_l2tp_shows(dynamic_run: dict[str, Any]) -> None:
+    d = dynamic_run["DYNAMIC"]
+    assert d["kernel_tunnel"]["rc"] == 0 and d["kernel_session"]["rc"] == 0
+    assert d["kernel_tunnel"]["out"] == d["ip_tunnel"] != ""
+    assert d["kernel_session"]["out"] == d["ip_session"] != ""
+
+
+def test_a_tunnel_deleted_behind_the_daemons_back_is_cleared(dynamic_run: dict[str, Any]
+                                                             ) -> None:
+    d = dynamic_run["DYNAMIC"]
+    assert d["external_del"] == 0
+    assert d["after_external"] == []  # the registry followed the kernel at the next dump
+    assert d["conn_after_external"] in ("gone", "closing", "dead"), d["conn_after_external"]
+    assert "deleted from the kernel by someone else" in d["log"]
+    # The control connection was cleared with the peer, which dropped its side as well.
+    assert dynamic_run["host_tunnels_after"] == []
+
+
+def test_a_killed_daemons_api_tunnel_is_deleted_at_the_next_start(dynamic_run: dict[str, Any]
+                                                                  ) -> None:
+    d = dynamic_run["DYNAMIC"]
+    assert d["add_leftover"]["rc"] == 0, d["add_leftover"]
+    assert "Tunnel 900, encap UDP" in d["after_kill"]
+    assert d["after_restart"] == ""
+    assert "deleted 1 kernel tunnels a previous run left behind" in d["log"]

@@ -547,13 +547,112 @@ async def peer_mode() -> None:
 
 
 def daemon_mode(argv: list[str]) -> int:
-    """``pyl2tp daemon`` with the backend line of the integration patch applied at runtime."""
-    import pyl2tp.daemon.main as daemon_main
+    """``pyl2tp daemon --backend linux``."""
     from pyl2tp.cli.main import main as cli_main
-    from pyl2tp.dataplane.linux import LinuxBackend
 
-    daemon_main.UserspaceBackend = LinuxBackend  # type: ignore[misc]
-    return cli_main(["daemon", *argv])
+    return cli_main(["daemon", "--backend", "linux", *argv])
+
+
+# ------------------------------------------------------------------------------------------
+# dynamic: a pyl2tp daemon on the linux backend dials the host's userspace daemon
+
+DYN_SOCKET = "/run/pyl2tp/dyn.sock"
+DYN_SECRET = "kernel-dyn"
+DYN_GUEST, DYN_HOST = "10.215.7.2", "10.215.7.1"
+LEFTOVER = ["tunnel_id", "900", "peer_tunnel_id", "901", "encap", "udp", "local", PEER_GUEST,
+            "remote", PEER_HOST, "udp_sport", "5900", "udp_dport", "5901"]
+
+
+def _cli(*argv: str) -> dict[str, Any]:
+    """pyl2tp's CLI in this process (a python start costs seconds in the guest)."""
+    import contextlib
+    import io
+
+    from pyl2tp.cli.main import main as cli_main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = cli_main(["--socket", DYN_SOCKET, *argv])
+    return {"rc": rc, "out": out.getvalue(), "err": err.getvalue()}
+
+
+def _start_daemon(log: Path) -> subprocess.Popen[bytes]:
+    Path(DYN_SOCKET).unlink(missing_ok=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pyl2tp.cli.main", "daemon", "--socket", DYN_SOCKET,
+         "--log-level", "info"], stdout=subprocess.DEVNULL, stderr=log.open("ab"))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not Path(DYN_SOCKET).exists():
+        time.sleep(0.1)
+    return proc
+
+
+def _wait(cond: Callable[[], bool], timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def dynamic_mode() -> None:
+    """``auto`` picks the kernel; a dynamic L2TPv3 Ethernet call to the host carries pings;
+    ``--kernel`` shows what ``ip l2tp`` shows; a tunnel deleted with ``ip l2tp`` leaves the
+    daemon (which clears it with the peer); a kill -9 leaves an API tunnel in the kernel that
+    the next start deletes."""
+    log = Path("/tmp/dyn.log")
+    out: dict[str, Any] = {}
+    proc = _start_daemon(log)
+    out["version"] = json.loads(_cli("version", "-j")["out"] or "{}")
+    dial = _cli("dial", "peer", PEER_HOST, "version", "3", "encap", "udp", "secret",
+                DYN_SECRET, "host_name", "guest")
+    out["dial"] = dial
+    tid = int(dial["out"].split()[1]) if dial["rc"] == 0 else 0
+
+    def state() -> str:
+        conns = json.loads(_cli("control", "show", "-j")["out"] or "[]")
+        return next((c["state"] for c in conns if c["tunnel_id"] == tid), "gone")
+    out["established"] = _wait(lambda: state() == "established")
+    out["call"] = _cli("call", "tunnel_id", str(tid), "pw_type", "eth", "ifname", "kdyn0")
+    out["device"] = _wait(lambda: Path("/sys/class/net/kdyn0").exists())
+    sh("ip", "addr", "add", f"{DYN_GUEST}/24", "dev", "kdyn0")
+    sh("ip", "link", "set", "kdyn0", "up")
+    _wait(lambda: sh("ping", "-c", "1", "-W", "1", DYN_HOST).returncode == 0, 30)
+    out["ping"] = sh("ping", "-c", "5", "-i", "0.2", "-W", "2", DYN_HOST).returncode
+    out["ping_big"] = sh("ping", "-c", "3", "-s", "1300", "-W", "2", DYN_HOST).returncode
+    out["link"] = json.loads(sh("ip", "-d", "-j", "link", "show", "kdyn0").stdout or "[]")
+    out["ip_tunnel"] = sh("ip", "l2tp", "show", "tunnel").stdout
+    out["ip_session"] = sh("ip", "l2tp", "show", "session").stdout
+    out["kernel_tunnel"] = _cli("--kernel", "show", "tunnel")
+    out["kernel_session"] = _cli("--kernel", "show", "session")
+    out["sessions"] = json.loads(_cli("-j", "-s", "show", "session")["out"] or "[]")
+    # Deleted behind the daemon's back: the next dump notices, the connection is cleared.
+    out["external_del"] = sh("ip", "l2tp", "del", "tunnel", "tunnel_id", str(tid)).returncode
+    # The kernel finishes a tunnel delete in a work item (its sessions go first), so the
+    # daemon may see the sessions gone before the tunnel: poll, as an operator would.
+    after: list[Any] = []
+
+    def gone() -> bool:
+        after[:] = json.loads(_cli("-j", "show", "tunnel")["out"] or "[]")
+        return not after
+    _wait(gone, 20)
+    out["after_external"] = after
+    _wait(lambda: state() != "established", 20)
+    out["conn_after_external"] = state()
+    time.sleep(2)  # the StopCCN's acknowledgement
+    # An API tunnel is the kernel's own (unmanaged): it outlives a killed daemon ...
+    out["add_leftover"] = _cli("add", "tunnel", *LEFTOVER)
+    proc.kill()
+    proc.wait()
+    out["after_kill"] = sh("ip", "l2tp", "show", "tunnel").stdout
+    # ... until the next start.
+    proc = _start_daemon(log)
+    out["after_restart"] = sh("ip", "l2tp", "show", "tunnel").stdout
+    proc.terminate()
+    proc.wait(timeout=30)
+    out["log"] = log.read_text()
+    emit("DYNAMIC", out)
 
 
 def main(argv: list[str]) -> int:
@@ -566,6 +665,8 @@ def main(argv: list[str]) -> int:
         asyncio.run(peer_mode())
     elif mode == "daemon":
         return daemon_mode(argv[1:])
+    elif mode == "dynamic":
+        dynamic_mode()
     elif mode == "has-l2tp":
         from pyl2tp.dataplane.genl_l2tp import kernel_has_l2tp
 

@@ -166,12 +166,14 @@ class TestDaemon:
             sccrq_burst = 3
             sccrq_sources = 64
             max_ppp_negotiations = 7
+            reorder_queue = 32
         """).daemon
         assert daemon == DaemonSection(host_name="lns1", router_id=0xC0000201,
                                        socket="/run/pyl2tp/x.sock", log_level="debug",
                                        max_tunnels=10, max_half_open_tunnels=5,
                                        max_sessions=100, sccrq_rate=2.5, sccrq_burst=3,
-                                       sccrq_sources=64, max_ppp_negotiations=7)
+                                       sccrq_sources=64, max_ppp_negotiations=7,
+                                       reorder_queue=32)
 
     def test_sccrq_rate_zero_disables_and_integers_are_numbers(self) -> None:
         daemon = cfg("[daemon]\nsccrq_rate = 0\n").daemon
@@ -188,6 +190,7 @@ class TestDaemon:
         ("sccrq_burst", "1.5", "sccrq_burst must be an integer >= 1, not a float"),
         ("sccrq_sources", "0", "sccrq_sources must be an integer >= 1"),
         ("max_ppp_negotiations", "0", "max_ppp_negotiations must be an integer >= 1"),
+        ("reorder_queue", "0", "reorder_queue must be an integer >= 1"),
     ])
     def test_limit_bad_values(self, key: str, value: str, message: str) -> None:
         fails(f"""

@@ -121,8 +121,8 @@ def build(version: int, encap: EncapType, family: int,
                     l2spec_type=cfg.l2spec if version == 3 else L2SpecType.NONE,
                     recv_seq=cfg.recv_seq, send_seq=cfg.send_seq, lns_mode=cfg.lns_mode,
                     reorder_timeout=cfg.reorder_timeout)
-        s.reorder_q_max = cfg.q_max
         reg.add_session(s)
+        s.reorder_q_max = cfg.q_max  # after add_session, which gives the registry's bound
         got: list[Any] = []
         world.delivered[sid] = got
         s.deliver = got.append

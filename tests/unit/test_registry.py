@@ -188,3 +188,15 @@ def test_modify_get_and_dump(reg: Registry) -> None:
     assert errno_of(run, reg, "session_modify", conn_id=1, session_id=20,
                     recv_seq="yes") == errno.EINVAL
     assert errno_of(execute, reg, {"cmd": "nope"}) == errno.EOPNOTSUPP
+
+
+def test_reorder_queue_bound_reaches_new_and_running_sessions(reg: Registry) -> None:
+    # [daemon] reorder_queue: given to sessions as they are added, and on a reload to those
+    # already running.
+    tunnel(reg, 1)
+    session(reg, 1, 10)
+    reg.set_reorder_q_max(32)
+    session(reg, 1, 11)
+    assert [s.reorder_q_max for s in reg.sessions()] == [32, 32]
+    reg.set_reorder_q_max(8)
+    assert [s.reorder_q_max for s in reg.sessions()] == [8, 8]

@@ -22,7 +22,7 @@ from typing import Any
 from pyl2tp.errors import L2tpError
 from pyl2tp.mgmt.client import Client, DaemonUnreachable
 
-from . import capture, control, iproute, top
+from . import capture, control, iproute, kernel, top
 
 
 def _pop_socket(argv: list[str]) -> tuple[str | None, list[str]]:
@@ -202,21 +202,50 @@ def _client_request(client: Client) -> Any:
 OTHER_COMMANDS = """\
 
 pyl2tp commands beyond ip l2tp (each takes "help"; docs/cli.md describes them all):
-       pyl2tp daemon [ --config FILE ] [ --check-config ] [ --metrics ADDR:PORT ] ...
+       pyl2tp --kernel { add | del | set | show } ...  ip l2tp syntax to the kernel itself
+       pyl2tp daemon [ --config FILE ] [ --backend auto|userspace|linux ] ...
        pyl2tp listen | dial | call | hangup ...      the control plane
        pyl2tp control show [ -j ] | ppp show [ -j ]
        pyl2tp monitor [ -j ]                          the event stream
        pyl2tp top [ -b ] [ -n COUNT ] [ -d SECONDS ]  rates per tunnel and session
        pyl2tp capture [ tunnel_id ID ... ] [ -w FILE ] [ -c COUNT ] [ -i IFACE ]
        pyl2tp debug                                   the kernel's debugfs layout
+       pyl2tp version [ -j ]                          version and data-plane backend
        pyl2tp install-service [ --prefix DIR ]        systemd unit and sample configuration
 """
 
 
-def _ip_l2tp(argv: list[str], socket_path: str | None) -> int:
+_NOT_IP_SYNTAX = frozenset({"daemon", "monitor", "install-service", "top", "capture", "debug",
+                            "version", *control.COMMANDS})
+
+
+def _version(argv: Sequence[str], socket_path: str | None) -> int:
+    """The daemon's version and which data plane it runs, and why (``-j``: as JSON)."""
+    if argv and argv[0] in ("help", "-h", "--help"):
+        print("Usage: pyl2tp version [ -j ]\n  the daemon's version and data-plane backend")
+        return 0
+    if argv not in ([], ["-j"], ["-json"], ["--json"]):
+        print(f'pyl2tp: unknown argument "{argv[0]}"; try "pyl2tp version help"',
+              file=sys.stderr)
+        return 255
+    with Client(socket_path) as client:
+        reply = client.request("version")
+    if argv:
+        print(json.dumps(reply))
+    else:
+        reason = reply.get("backend_reason")
+        print(f"pyl2tp {reply['version']}, backend {reply['backend']}"
+              f"{f' ({reason})' if reason else ''}")
+    return 0
+
+
+def _ip_l2tp(argv: list[str], socket_path: str | None, *, direct: bool = False) -> int:
     inv = iproute.parse(argv)
     if inv.usage and not inv.requests:
         return iproute.execute(inv, lambda _r: None, sys.stdout, sys.stderr)
+    if direct:
+        with kernel.open_kernel() as nl:
+            return iproute.execute(inv, nl, sys.stdout, sys.stderr)
     with Client(socket_path) as client:
         return iproute.execute(
             inv,
@@ -229,7 +258,13 @@ def _ip_l2tp(argv: list[str], socket_path: str | None) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     socket_path, args = _pop_socket(args)
+    direct = "--kernel" in args
+    args = [a for a in args if a != "--kernel"]
     try:
+        if direct and args and args[0] in _NOT_IP_SYNTAX:
+            print(f'pyl2tp: --kernel applies to add, del, set and show only, not "{args[0]}"',
+                  file=sys.stderr)
+            return 255
         if args and args[0] == "daemon":
             return _daemon(args[1:], socket_path)
         if args and args[0] == "monitor":
@@ -256,6 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 control.run(args[0], args[1:],
                             lambda cmd, attrs: client.request(cmd, attrs), sys.stdout)
             return 0
+        if args and args[0] == "version":
+            return _version(args[1:], socket_path)
         if args and args[0] == "debug":
             if args[1:]:
                 if args[1:] in (["help"], ["-h"], ["--help"]):
@@ -271,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             status = _ip_l2tp(args, socket_path)
             sys.stderr.write(OTHER_COMMANDS)
             return status
-        return _ip_l2tp(args, socket_path)
+        return _ip_l2tp(args, socket_path, direct=direct)
     except iproute.CliError as exc:
         sys.stderr.write(exc.message)
         return exc.status

@@ -145,9 +145,11 @@ class DaemonSection:
     sccrq_burst: int = 100
     sccrq_sources: int = 4096
     max_ppp_negotiations: int = 1024
+    reorder_queue: int = 1024
     metrics: str | None = None
     metrics_sessions: bool = False
     log_format: str = "text"
+    backend: str = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -738,9 +740,11 @@ _DAEMON: Final[dict[str, Conv]] = {
     "sccrq_burst": _integer(1),
     "sccrq_sources": _integer(1),
     "max_ppp_negotiations": _integer(1),
+    "reorder_queue": _integer(1),
     "metrics": _metrics_address,
     "metrics_sessions": _boolean,
     "log_format": _choice({"text": "text", "json": "json", "kv": "kv"}),
+    "backend": _choice({n: n for n in ("auto", "userspace", "linux")}),
 }
 
 _LISTEN: Final[dict[str, Conv]] = {

@@ -230,6 +230,7 @@ class ConfigManager:
             max_tunnels=d.max_tunnels, max_half_open_tunnels=d.max_half_open_tunnels,
             max_sessions=d.max_sessions, sccrq_rate=d.sccrq_rate, sccrq_burst=d.sccrq_burst,
             sccrq_sources=d.sccrq_sources, max_ppp_negotiations=d.max_ppp_negotiations)
+        self.registry.set_reorder_q_max(d.reorder_queue)
 
     def _listeners(self, cfg: Config) -> None:
         wanted = {(ls.encap, ls.address, ls.port): ls for ls in cfg.listen}

@@ -4,6 +4,10 @@ It runs in the foreground, logs to stderr (as text, JSON or key=value: ``--log-f
 on SIGTERM or SIGINT deletes every tunnel (and so every device it created) before exiting, so a
 stopped daemon leaves the host as it found it. With ``--metrics ADDR:PORT`` it also serves
 Prometheus metrics (see :mod:`pyl2tp.daemon.metrics`); without it no metrics code runs at all.
+
+The data plane is the userspace backend or, with ``--backend linux`` (or ``auto`` on a kernel
+whose L2TP modules load), the kernel's ``net/l2tp`` through :mod:`pyl2tp.dataplane.linux`;
+everything above the backend is the same either way (docs/kernel-offload.md).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import re
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +37,7 @@ from pyl2tp.daemon.configured import ConfigManager, connection_params, tune_gc
 from pyl2tp.daemon.control import ControlDriver, raise_nofile_limit
 from pyl2tp.daemon.metrics import MetricsServer, MetricsSource, parse_address
 from pyl2tp.daemon.ppp_sessions import PppManager
+from pyl2tp.dataplane.linux import LinuxBackend, kernel_has_l2tp
 from pyl2tp.dataplane.registry import Registry
 from pyl2tp.dataplane.userspace import Endpoint, UserspaceBackend
 from pyl2tp.mgmt.debug import debug_listing
@@ -53,16 +59,50 @@ class MetricsOptions:
     sessions: bool = False
 
 
+BACKENDS = ("auto", "userspace", "linux")
+
+
+def choose_backend(choice: str, has_l2tp: Callable[[], bool] = kernel_has_l2tp
+                   ) -> tuple[str, str]:
+    """The backend ``choice`` resolves to, and why (for the start-up line and ``version``):
+    ``auto`` takes the kernel's L2TP when its netlink family resolves (after trying to load
+    the modules), else the userspace one."""
+    if choice not in BACKENDS:
+        raise ValueError(f"unknown backend {choice!r} (one of {', '.join(BACKENDS)})")
+    if choice != "auto":
+        return choice, "configured"
+    if has_l2tp():
+        return "linux", "auto: the kernel has L2TP"
+    return "userspace", "auto: the kernel has no L2TP"
+
+
+KERNEL_POLL = 10.0
+"""Seconds between reads of the kernel's tables on the linux backend: counters stay fresh for
+the notifications, and tunnels or sessions deleted behind the daemon's back leave it too."""
+
+
+def make_backend(name: str, loop: asyncio.AbstractEventLoop, socket_path: str
+                 ) -> UserspaceBackend:
+    """The backend by name; the linux one records the unmanaged tunnels it creates beside the
+    management socket, so the next start can delete those a killed run left in the kernel."""
+    if name == "linux":
+        return LinuxBackend(loop, leftovers=socket_path + ".kernel-tunnels")
+    return UserspaceBackend(loop)
+
+
 class Daemon:
-    """Wires the registry, the userspace backend and the management server together."""
+    """Wires the registry, the data-plane backend and the management server together."""
 
     def __init__(self, socket_path: str, config: Config | None = None,
                  config_path: str | None = None, *,
-                 metrics: MetricsOptions | None = None) -> None:
+                 metrics: MetricsOptions | None = None, backend: str = "userspace",
+                 backend_reason: str = "configured") -> None:
         self.socket_path = socket_path
         self.config_path = config_path
         self.loop = asyncio.get_running_loop()
-        self.backend = UserspaceBackend(self.loop)
+        self.backend = make_backend(backend, self.loop, socket_path)
+        self.backend_name = self.backend.name
+        self.backend_reason = backend_reason
         self.registry = Registry()
         self.backend.attach(self.registry)
         self.base_params = ConnectionParams(host_name=socket.gethostname() or "pyl2tp")
@@ -88,7 +128,8 @@ class Daemon:
         self.server = MgmtServer(self.registry, socket_path, extra={
             "debug_tunnels": lambda _a: debug_listing(self.registry),
             "endpoint_stats": lambda _a: self.endpoint_stats(),
-            "version": lambda _a: {"version": __version__, "backend": "userspace"},
+            "version": lambda _a: {"version": __version__, "backend": self.backend_name,
+                                   "backend_reason": self.backend_reason},
             "ppp_dump": lambda _a: self.ppp.dump(),
             "control_stats": lambda _a: {"plane": dict(sorted(self.driver.plane.stats.items())),
                                          "connections": len(self.driver.plane.conns)},
@@ -182,6 +223,12 @@ class Daemon:
             except OSError:
                 await self.server.close()
                 raise
+        poll: asyncio.Task[None] | None = None
+        if isinstance(self.backend, LinuxBackend):
+            left = self.backend.clean_leftovers()
+            if left:
+                log.warning("deleted %d kernel tunnels a previous run left behind", left)
+            poll = self.loop.create_task(self._poll_kernel(self.backend))
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stopping.set)
         self.loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -189,8 +236,11 @@ class Daemon:
             self.manager.apply(self.manager.config)  # tunes the collector once applied
         else:
             tune_gc()
-        log.info("pyl2tp %s serving %s (backend userspace)", __version__, self.socket_path)
+        log.info("pyl2tp %s serving %s (backend %s, %s)", __version__, self.socket_path,
+                 self.backend_name, self.backend_reason)
         await self.stopping.wait()
+        if poll is not None:
+            poll.cancel()
         log.info("shutting down: deleting %d tunnels (%d control connections)",
                  len(self.registry.tunnels), len(self.driver.plane.conns))
         if self.manager is not None:
@@ -206,6 +256,11 @@ class Daemon:
         if self.metrics_server is not None:
             await self.metrics_server.close()
         await self.server.close()
+
+    async def _poll_kernel(self, backend: LinuxBackend) -> None:
+        while True:
+            await asyncio.sleep(KERNEL_POLL)
+            backend.refresh_stats()
 
 
 def _event_extra(event: str, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -240,6 +295,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metrics", default=None, metavar="ADDR:PORT",
                    help="serve Prometheus metrics on http://ADDR:PORT/metrics "
                    "(e.g. 127.0.0.1:9101, [::1]:9101, :9101 for every address); off by default")
+    p.add_argument("--backend", default=None, choices=list(BACKENDS),
+                   help="data plane: userspace, linux (the kernel's L2TP, see "
+                   "docs/kernel-offload.md) or auto (linux when the kernel has L2TP; default)")
     p.add_argument("--metrics-sessions", action="store_true",
                    help="also export one series set per session (off: per tunnel only)")
 
@@ -283,9 +341,16 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     path = args.socket or (config.daemon.socket if config else None) or default_socket_path()
+    choice = args.backend or (config.daemon.backend if config else None) or "auto"
+    if choice == "linux" and not kernel_has_l2tp():
+        print("pyl2tp daemon: backend linux: the kernel has no L2TP (modprobe l2tp_netlink "
+              "l2tp_eth l2tp_ip l2tp_ppp failed); use --backend userspace", file=sys.stderr)
+        return 1
+    backend, reason = choose_backend(choice)
 
     async def main() -> None:
-        daemon = Daemon(path, config, args.config, metrics=metrics)
+        daemon = Daemon(path, config, args.config, metrics=metrics, backend=backend,
+                        backend_reason=reason)
         await daemon.run()
 
     try:

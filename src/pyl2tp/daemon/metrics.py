@@ -148,6 +148,7 @@ class Snapshot:
     any thread afterwards."""
 
     version: str
+    backend: str = "userspace"
     tunnels: list[TunnelRow] = field(default_factory=list)
     sessions: list[SessionRow] | None = None
     session_totals: dict[str, int] = field(default_factory=dict)
@@ -279,7 +280,10 @@ class MetricsSource:
 
     def snapshot(self) -> Snapshot:
         """Copy the state (runs on the loop; plain values out)."""
-        snap = Snapshot(version=self.version)
+        refresh = getattr(self.backend, "refresh_stats", None)
+        if refresh is not None:  # the kernel's counters, read back in one dump each
+            refresh()
+        snap = Snapshot(version=self.version, backend=getattr(self.backend, "name", "userspace"))
         reg = self.registry
         per_session = self.per_session
         totals = dict(self._session_totals)
@@ -386,7 +390,7 @@ def families(snap: Snapshot) -> Iterator[Metric]:
     """The metric families of one snapshot (pure; runs in whichever thread renders)."""
     info = GaugeMetricFamily("pyl2tp_info", "pyl2tp version and backend",
                              labels=["version", "backend"])
-    info.add_metric([snap.version, "userspace"], 1)
+    info.add_metric([snap.version, snap.backend], 1)
     yield info
 
     # data plane: per tunnel, per session (opt-in), and all sessions summed

@@ -7,6 +7,10 @@ IP packets read from the device go out the same way in reverse, framed and given
 header in two concatenations. The link's events create the
 device and its addresses when the first network protocol opens, ask the authentication
 backend about users, and report the end of the link so the L2TP session is torn down.
+
+On the kernel backend the channel is the kernel's (``KernelPppChannel``) and offers
+``create_unit``: the interface is then a kernel ``pppN`` unit instead of a TUN device, so IPv4
+and IPv6 never come up to Python -- only LCP, authentication and the NCPs do.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from pyl2tp.dataplane import tuntap
+from pyl2tp.dataplane.pppox import PppUnit
+from pyl2tp.errors import L2tpError
 from pyl2tp.ppp.auth import AuthBackend, AuthRequest, AuthResult
 from pyl2tp.ppp.link import (
     LinkFinished,
@@ -63,6 +69,8 @@ class PppEndpoint:
         self.on_finished = on_finished
         self.publish = publish or (lambda _e, _a: None)
         self.dev: tuntap.NetDevice | None = None
+        # The kernel's pppN when the channel can make one (IP then bypasses this process).
+        self.unit: PppUnit | None = None
         self.ipv4: tuple[IPv4Address, IPv4Address | None] | None = None
         self.ipv6: IPv6Address | None = None
         self.peer6: IPv4Address | IPv6Address | None = None
@@ -77,7 +85,12 @@ class PppEndpoint:
 
     @property
     def ifname(self) -> str | None:
-        return self.dev.name if self.dev is not None else None
+        iface = self._iface
+        return iface.name if iface is not None else None
+
+    @property
+    def _iface(self) -> tuntap.NetDevice | PppUnit | None:
+        return self.dev if self.dev is not None else self.unit
 
     # -- control ------------------------------------------------------------------------------
 
@@ -209,8 +222,9 @@ class PppEndpoint:
         self._configure(lambda: self._network_up_async(event))
 
     def _network_down(self, event: NetworkDown) -> None:
-        if self.dev is not None:
-            name = self.dev.name
+        iface = self._iface
+        if iface is not None:
+            name = iface.name
             # Queued behind any pending "up", so it removes what that up installs.
             self._configure(lambda: self._network_down_async(event, name))
 
@@ -229,7 +243,7 @@ class PppEndpoint:
         self._config_task = self.loop.create_task(chained())
 
     async def _network_up_async(self, event: NetworkUp) -> None:
-        dev = self.dev
+        dev = self._iface
         if dev is None or self._closed:
             return
         name = dev.name
@@ -280,9 +294,16 @@ class PppEndpoint:
             await ifaddr.remove_ipv6(name, local6)
 
     def _ensure_device(self) -> None:
-        if self.dev is not None:
+        if self.dev is not None or self.unit is not None:
             return
         name = self.ifname_template
+        create_unit = getattr(self.channel, "create_unit", None)
+        if create_unit is not None:
+            try:
+                self.unit = create_unit(None if "%d" in name else name)
+            except L2tpError as exc:
+                raise ifaddr.InterfaceConfigError(exc.message) from None
+            return
         try:
             dev = tuntap.open_tun(template=name) if "%d" in name else tuntap.open_tun(name)
         except FileExistsError:
@@ -292,6 +313,11 @@ class PppEndpoint:
 
     def _drop_device(self) -> None:
         self._device_up = False
+        if self.unit is not None:
+            self.unit = None
+            destroy_unit = getattr(self.channel, "destroy_unit", None)
+            if destroy_unit is not None:
+                destroy_unit()
         dev, self.dev = self.dev, None
         if dev is not None and not dev.closed:
             with contextlib.suppress(Exception):

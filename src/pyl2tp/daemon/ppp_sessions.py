@@ -32,6 +32,7 @@ from pyl2tp.control import events as ev
 from pyl2tp.control.call import Call
 from pyl2tp.control.params import CallParams
 from pyl2tp.control.tunnel import ControlConnection
+from pyl2tp.errors import L2tpError
 from pyl2tp.ppp.auth import AuthBackend, AuthResult, Credentials
 from pyl2tp.ppp.ipcp import IpcpConfig
 from pyl2tp.ppp.ipv6cp import Ipv6cpConfig
@@ -341,6 +342,20 @@ class PppManager:
         a, b = pair.inner_channel, pair.outer_channel
         if a is None or b is None:
             return
+        bridge = getattr(a, "bridge", None)
+        if bridge is not None and hasattr(b, "bridge"):
+            # Kernel channels: PPPIOCBRIDGECHAN splices them, no frame reaches Python.
+            try:
+                bridge(b)
+            except L2tpError as exc:
+                log.warning("session %d/%d: kernel bridge refused (%s); relaying instead",
+                            pair.inner.conn.local_id, pair.inner.local_id, exc.message)
+            else:
+                self.publish("ppp_switched", {
+                    "session": f"{pair.inner.conn.local_id}/{pair.inner.local_id}",
+                    "to": f"{pair.outer.conn.local_id}/{pair.outer.local_id}",
+                    "kernel": True})
+                return
         a.on_frame = self._relay(pair, b)
         b.on_frame = self._relay(pair, a)
         self.publish("ppp_switched", {

@@ -37,10 +37,12 @@ import asyncio
 import ctypes
 import errno
 import logging
+import os
 import socket
 import struct
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from pyl2tp.errors import L2tpError
 from pyl2tp.pw.ppp import HDLC_HEADER, PppChannel
@@ -311,11 +313,17 @@ class LinuxBackend(UserspaceBackend):
     name = "linux"
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None, *,
-                 netlink: L2tpNetlink | None = None) -> None:
+                 netlink: L2tpNetlink | None = None,
+                 leftovers: str | os.PathLike[str] | None = None) -> None:
         super().__init__(loop)
         self.nl = netlink or L2tpNetlink()
         # Managed tunnels: tunnel id -> the socket handed to the kernel (with L2TP_ATTR_FD).
         self._tunnel_socks: dict[int, socket.socket] = {}
+        # Unmanaged tunnels outlive this process (the kernel owns their sockets); their ids
+        # are kept in this file so that the next start after a crash can delete them.
+        self.leftovers = Path(leftovers) if leftovers is not None else None
+        self._unmanaged: set[int] = set()
+        self.stats_vanished = 0
 
     def attach(self, registry: Registry) -> None:
         super().attach(registry)
@@ -540,6 +548,44 @@ class LinuxBackend(UserspaceBackend):
             tunnel.endpoint = ep
         else:
             tunnel.endpoint = None
+            self._unmanaged.add(tunnel.tunnel_id)
+            self._save_leftovers()
+
+    def _save_leftovers(self) -> None:
+        if self.leftovers is None:
+            return
+        try:
+            if self._unmanaged:
+                tmp = self.leftovers.with_name(self.leftovers.name + ".tmp")
+                tmp.write_text("".join(f"{t}\n" for t in sorted(self._unmanaged)))
+                tmp.replace(self.leftovers)
+            else:
+                self.leftovers.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("cannot record kernel tunnels in %s: %s", self.leftovers, exc)
+
+    def clean_leftovers(self) -> int:
+        """Delete the unmanaged kernel tunnels an earlier run of this daemon created and did
+        not delete (it was killed); returns how many were still there. Tunnels anyone else
+        made are not touched: only the ids that run wrote down."""
+        if self.leftovers is None:
+            return 0
+        try:
+            text = self.leftovers.read_text()
+        except OSError:
+            return 0
+        deleted = 0
+        for word in text.split():
+            if not word.isdigit():
+                continue
+            try:
+                self.nl.tunnel_delete(int(word))
+            except L2tpError:
+                continue  # gone already
+            self._wait_gone(int(word))
+            deleted += 1
+        self._save_leftovers()
+        return deleted
 
     def _fetch_tunnel(self, tunnel: Tunnel) -> Mapping[str, int] | None:
         try:
@@ -559,6 +605,9 @@ class LinuxBackend(UserspaceBackend):
         if sock is not None:
             self.loop.remove_reader(sock.fileno())
             sock.close()
+        if tid in self._unmanaged:
+            self._unmanaged.discard(tid)
+            self._save_leftovers()
         if isinstance(tunnel.stats, KernelStats):
             tunnel.stats.detach()
         ep = tunnel.endpoint
@@ -678,21 +727,53 @@ class LinuxBackend(UserspaceBackend):
 
     def refresh_stats(self) -> None:
         """Read every tunnel's and session's counters (and sequencing flags) with one dump
-        each, instead of one GET per object when a whole dump is about to be printed."""
+        each, instead of one GET per object when a whole dump is about to be printed.
+
+        Whatever the registry holds that the kernel no longer does was deleted behind our
+        back (``ip l2tp del``, a module unloaded): it leaves the registry too, through the
+        registry's own delete, so its owner reacts as to any delete (a control connection is
+        cleared with StopCCN, a PPP link ends)."""
         reg = self.registry
         if reg is None:
             return
         now = time.monotonic()
-        for info in self.nl.tunnel_dump():
+        try:
+            tunnels, sessions = self.nl.tunnel_dump(), self.nl.session_dump()
+        except L2tpError as exc:
+            log.warning("kernel dump failed: %s", exc.message)
+            return
+        seen_tunnels: set[int] = set()
+        seen_sessions: set[tuple[int, int]] = set()
+        for info in tunnels:
             tunnel = reg.tunnels.get(info.get("conn_id", -1))
             if tunnel is not None and isinstance(tunnel.stats, KernelStats):
+                seen_tunnels.add(tunnel.tunnel_id)
                 tunnel.stats.update(info.get("stats", {}), now)
-        for info in self.nl.session_dump():
+        for info in sessions:
             tunnel = reg.tunnels.get(info.get("conn_id", -1))
             session = tunnel.sessions.get(info.get("session_id", -1)) if tunnel else None
             if session is not None and isinstance(session.stats, KernelStats):
+                seen_sessions.add((session.tunnel.tunnel_id, session.session_id))
                 self._absorb(session, info)
                 session.stats.update(info.get("stats", {}), now)
+        self._drop_vanished(reg, seen_tunnels, seen_sessions)
+
+    def _drop_vanished(self, reg: Registry, tunnels: set[int],
+                       sessions: set[tuple[int, int]]) -> None:
+        for tunnel in [t for t in reg.tunnels.values()
+                       if isinstance(t.stats, KernelStats) and t.tunnel_id not in tunnels]:
+            log.warning("tunnel %d: deleted from the kernel by someone else; deleting it here",
+                        tunnel.tunnel_id)
+            self.stats_vanished += 1
+            reg.delete_tunnel(tunnel)
+        for session in [s for s in reg.sessions() if isinstance(s.stats, KernelStats)
+                        and (s.tunnel.tunnel_id, s.session_id) not in sessions]:
+            if session.dead:
+                continue
+            log.warning("%s: deleted from the kernel by someone else; deleting it here",
+                        session.name)
+            self.stats_vanished += 1
+            reg.delete_session(session)
 
     def kernel_tunnels(self) -> list[Attrs]:
         """Every tunnel of this namespace as the kernel reports it (also those pyl2tp did

@@ -20,7 +20,7 @@ from pyl2tp.errors import L2tpError
 from pyl2tp.wire.constants import EncapType
 
 from . import recv
-from .model import Session, Tunnel
+from .model import REORDER_Q_MAX, Session, Tunnel
 from .xmit import set_header
 
 
@@ -72,6 +72,14 @@ class Registry:
         self.v3_collisions: dict[tuple[int, int], Session] = {}
         self.v3_collided: dict[int, int] = {}
         self.listeners: list[Listener] = []
+        # Bound on each session's reorder queue ([daemon] reorder_queue), given to sessions
+        # as they are added; set_reorder_q_max() also applies a new value to existing ones.
+        self.reorder_q_max = REORDER_Q_MAX
+
+    def set_reorder_q_max(self, packets: int) -> None:
+        self.reorder_q_max = packets
+        for session in self.sessions():
+            session.reorder_q_max = packets
 
     # -- notifications --------------------------------------------------------------------------
 
@@ -122,6 +130,7 @@ class Registry:
     # -- sessions -------------------------------------------------------------------------------
 
     def add_session(self, session: Session) -> Session:
+        session.reorder_q_max = self.reorder_q_max
         tunnel = session.tunnel
         if not tunnel.acpt_newsess or tunnel.dead:
             raise L2tpError(errno.ENODEV, f"tunnel {tunnel.tunnel_id} is being deleted")

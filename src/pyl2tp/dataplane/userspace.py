@@ -213,6 +213,8 @@ class PeerSocket:
 class UserspaceBackend:
     """Opens sockets and devices for the registry's tunnels and sessions and moves packets."""
 
+    name = "userspace"
+
     def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.loop = loop or asyncio.get_event_loop()
         self.registry: Registry | None = None

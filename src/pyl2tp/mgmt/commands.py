@@ -209,7 +209,16 @@ def tunnel_get(reg: Registry, attrs: Attrs) -> Attrs:
     return tunnel_attrs(_tunnel(reg, attrs))
 
 
+def _refresh(reg: Registry) -> None:
+    """A kernel backend reads every counter back with one dump before a whole dump is
+    answered, rather than with one request per object."""
+    refresh = getattr(reg.backend, "refresh_stats", None)
+    if refresh is not None:
+        refresh()
+
+
 def tunnel_dump(reg: Registry, attrs: Attrs) -> list[Attrs]:
+    _refresh(reg)
     return [tunnel_attrs(t) for t in reg.sorted_tunnels()]
 
 
@@ -293,6 +302,7 @@ def session_get(reg: Registry, attrs: Attrs) -> Attrs:
 
 
 def session_dump(reg: Registry, attrs: Attrs) -> list[Attrs]:
+    _refresh(reg)
     return [session_attrs(s) for s in reg.sessions()]
 
 
