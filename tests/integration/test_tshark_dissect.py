@@ -86,7 +86,12 @@ from pyl2tp.wire.constants import (
     StopCCNResult,
 )
 from pyl2tp.wire.header import DataHeaderV2, DataHeaderV3
-from pyl2tp.wire.message import ControlMessage, decode_message, encode_message
+from pyl2tp.wire.message import (
+    HIDDEN_MIN_LEN,
+    ControlMessage,
+    decode_message,
+    encode_message,
+)
 
 TSHARK = shutil.which("tshark")
 IN_CI = os.environ.get("CI") == "true"
@@ -419,7 +424,8 @@ def _expected_avps(msg: ControlMessage, avps: Spec, digest_type: int | None) -> 
         elif a.hidden and not rv_seen:
             out.append(AvpExp(A.RANDOM_VECTOR, VENDOR_IETF, True, False, 22, {}, placed=True))
             rv_seen = True
-        length = 6 + len(a.value) + (2 if a.hidden else 0)
+        # A hidden value carries its original length and is padded to HIDDEN_MIN_LEN.
+        length = 6 + (max(2 + len(a.value), HIDDEN_MIN_LEN) if a.hidden else len(a.value))
         fields = {} if a.hidden else tshark_view(attr, value, a.vendor_id)
         out.append(AvpExp(attr, a.vendor_id, a.mandatory, a.hidden, length, fields, value))
     return out
