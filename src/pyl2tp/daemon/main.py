@@ -228,6 +228,7 @@ class Daemon:
             left = self.backend.clean_leftovers()
             if left:
                 log.warning("deleted %d kernel tunnels a previous run left behind", left)
+            self.backend.watch()
             poll = self.loop.create_task(self._poll_kernel(self.backend))
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stopping.set)

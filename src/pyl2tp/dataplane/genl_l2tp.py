@@ -65,6 +65,7 @@ Attrs = dict[str, Any]
 
 NETLINK_GENERIC = 16
 SOL_NETLINK = 270
+NETLINK_ADD_MEMBERSHIP = 1
 NETLINK_CAP_ACK = 10
 NETLINK_EXT_ACK = 11
 
@@ -634,6 +635,25 @@ class L2tpNetlink:
                 raise L2tpError(errno.EPROTONOSUPPORT, "the kernel has no L2TP netlink "
                                 f"family (modprobe l2tp_netlink): {exc.message}") from None
         return self._family
+
+    def open_monitor(self) -> socket.socket:
+        """A non-blocking socket joined to the family's ``l2tp`` multicast group: the
+        kernel's notification of every create, modify and delete made through netlink
+        (``ip l2tp`` included). Each carries the requester's port id as ``pid``, so a
+        caller can tell its own requests (``self.sock.pid``) from everyone else's."""
+        self.family_id()
+        group = self.groups.get(L2TP_GENL_MCGROUP)
+        if group is None:
+            raise L2tpError(errno.ENOENT, "the l2tp family has no multicast group")
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
+        try:
+            sock.bind((0, 0))
+            sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
     def close(self) -> None:
         if self._sock is not None:

@@ -34,6 +34,7 @@ packets never reach Python:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import errno
 import logging
@@ -49,7 +50,15 @@ from pyl2tp.pw.ppp import HDLC_HEADER, PppChannel
 from pyl2tp.wire.constants import IPPROTO_L2TP, EncapType, PwType
 
 from . import pppox
-from .genl_l2tp import Attrs, L2tpNetlink, kernel_has_l2tp
+from .genl_l2tp import (
+    L2TP_CMD_SESSION_DELETE,
+    L2TP_CMD_TUNNEL_DELETE,
+    Attrs,
+    L2tpNetlink,
+    decode_l2tp,
+    kernel_has_l2tp,
+    parse_messages,
+)
 from .model import STATS_FIELDS, Session, Stats, Tunnel
 from .registry import Registry
 from .userspace import (
@@ -324,6 +333,7 @@ class LinuxBackend(UserspaceBackend):
         self.leftovers = Path(leftovers) if leftovers is not None else None
         self._unmanaged: set[int] = set()
         self.stats_vanished = 0
+        self._monitor: socket.socket | None = None
 
     def attach(self, registry: Registry) -> None:
         super().attach(registry)
@@ -758,22 +768,67 @@ class LinuxBackend(UserspaceBackend):
                 session.stats.update(info.get("stats", {}), now)
         self._drop_vanished(reg, seen_tunnels, seen_sessions)
 
+    def watch(self) -> bool:
+        """Follow the kernel's notifications, so that a tunnel or session deleted with
+        ``ip l2tp del`` leaves the registry at once (polling with :meth:`refresh_stats` is
+        the backstop). False, and a log line, when the kernel offers none."""
+        try:
+            self._monitor = self.nl.open_monitor()
+        except (L2tpError, OSError) as exc:
+            log.info("no kernel L2TP notifications (%s): deletions found by polling",
+                     getattr(exc, "message", exc))
+            return False
+        self.loop.add_reader(self._monitor.fileno(), self._notified)
+        return True
+
+    def _notified(self) -> None:
+        mon, reg = self._monitor, self.registry
+        if mon is None or reg is None:
+            return
+        own = self.nl.sock.pid
+        for _ in range(RECV_BATCH):
+            try:
+                data = mon.recv(1 << 16)
+            except BlockingIOError:
+                return
+            except OSError as exc:  # ENOBUFS: notifications lost; a dump tells the truth
+                log.debug("kernel notifications: %s; reading the tables again", exc)
+                self.loop.call_soon(self.refresh_stats)
+                return
+            for msg in parse_messages(data):
+                if msg.pid == own or len(msg.payload) < 4:
+                    continue  # our own request's echo, or nothing to read
+                cmd, attrs = decode_l2tp(msg.payload)
+                if cmd == L2TP_CMD_TUNNEL_DELETE:
+                    tunnel = reg.tunnels.get(attrs.get("conn_id", -1))
+                    if tunnel is not None and isinstance(tunnel.stats, KernelStats):
+                        self._deleted_elsewhere(reg, tunnel, "kernel notification")
+                elif cmd == L2TP_CMD_SESSION_DELETE:
+                    tunnel = reg.tunnels.get(attrs.get("conn_id", -1))
+                    session = tunnel.sessions.get(attrs.get("session_id", -1)) if tunnel \
+                        else None
+                    if session is not None and isinstance(session.stats, KernelStats):
+                        self._deleted_elsewhere(reg, session, "kernel notification")
+
+    def _deleted_elsewhere(self, reg: Registry, obj: Tunnel | Session, how: str) -> None:
+        if obj.dead:
+            return
+        log.warning("%s: deleted from the kernel by someone else (%s); deleting it here",
+                    obj.name, how)
+        self.stats_vanished += 1
+        if isinstance(obj, Tunnel):
+            reg.delete_tunnel(obj)
+        else:
+            reg.delete_session(obj)
+
     def _drop_vanished(self, reg: Registry, tunnels: set[int],
                        sessions: set[tuple[int, int]]) -> None:
         for tunnel in [t for t in reg.tunnels.values()
                        if isinstance(t.stats, KernelStats) and t.tunnel_id not in tunnels]:
-            log.warning("tunnel %d: deleted from the kernel by someone else; deleting it here",
-                        tunnel.tunnel_id)
-            self.stats_vanished += 1
-            reg.delete_tunnel(tunnel)
+            self._deleted_elsewhere(reg, tunnel, "found missing")
         for session in [s for s in reg.sessions() if isinstance(s.stats, KernelStats)
                         and (s.tunnel.tunnel_id, s.session_id) not in sessions]:
-            if session.dead:
-                continue
-            log.warning("%s: deleted from the kernel by someone else; deleting it here",
-                        session.name)
-            self.stats_vanished += 1
-            reg.delete_session(session)
+            self._deleted_elsewhere(reg, session, "found missing")
 
     def kernel_tunnels(self) -> list[Attrs]:
         """Every tunnel of this namespace as the kernel reports it (also those pyl2tp did
@@ -795,6 +850,11 @@ class LinuxBackend(UserspaceBackend):
             log.debug("%s: userspace transmit on a kernel session dropped", session.name)
 
     def close(self) -> None:
+        if self._monitor is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.loop.remove_reader(self._monitor.fileno())
+            self._monitor.close()
+            self._monitor = None
         super().close()
         for sock in self._tunnel_socks.values():
             sock.close()
