@@ -621,6 +621,21 @@ def test_kernel_option_shows_what_ip_l2tp_shows(dynamic_run: dict[str, Any]) -> 
     assert d["kernel_session"]["out"] == d["ip_session"] != ""
 
 
+def test_kernel_option_adds_sets_and_deletes_like_ip_l2tp(dynamic_run: dict[str, Any]) -> None:
+    kx = dynamic_run["DYNAMIC"]["kx"]
+    for step in ("add", "add_session", "set", "del"):
+        assert kx[step]["rc"] == 0 and kx[step]["err"] == "", (step, kx[step])
+    session = next(s for s in json.loads(kx["shown"]) if s["tunnel_id"] == 700)
+    assert (session["session_id"], session["peer_session_id"], session["interface"]) == (
+        7, 8, "kx0")
+    assert "recv_seq" in session and "send_seq" in session, session  # set ... seq both
+    # The daemon's registry holds only its own tunnels; the kernel's other one is not its.
+    assert 700 not in [t["tunnel_id"] for t in kx["daemon_tunnels"]]
+    assert "Tunnel 700," not in kx["after_del"]  # ip shows every tunnel, 700 is gone
+    assert kx["del_missing"]["rc"] != 0
+    assert kx["del_missing"]["err"] == kx["ip_del_missing"], kx
+
+
 def test_a_tunnel_deleted_behind_the_daemons_back_is_cleared(dynamic_run: dict[str, Any]
                                                              ) -> None:
     d = dynamic_run["DYNAMIC"]

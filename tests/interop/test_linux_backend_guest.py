@@ -627,6 +627,23 @@ def dynamic_mode() -> None:
     out["kernel_tunnel"] = _cli("--kernel", "show", "tunnel")
     out["kernel_session"] = _cli("--kernel", "show", "session")
     out["sessions"] = json.loads(_cli("-j", "-s", "show", "session")["out"] or "[]")
+    # --kernel creates, modifies and deletes as ip l2tp does, beside the daemon (which
+    # leaves a tunnel it did not make alone), and fails as ip l2tp fails.
+    out["kx"] = {
+        "add": _cli("--kernel", "add", "tunnel", "tunnel_id", "700", "peer_tunnel_id", "701",
+                    "encap", "udp", "local", PEER_GUEST, "remote", PEER_HOST, "udp_sport",
+                    "5700", "udp_dport", "5701"),
+        "add_session": _cli("--kernel", "add", "session", "tunnel_id", "700", "session_id",
+                            "7", "peer_session_id", "8", "name", "kx0"),
+        "set": _cli("--kernel", "set", "session", "tunnel_id", "700", "session_id", "7",
+                    "seq", "both"),
+        "shown": sh("ip", "-j", "l2tp", "show", "session").stdout,
+        "daemon_tunnels": json.loads(_cli("-j", "show", "tunnel")["out"] or "[]"),
+        "del": _cli("--kernel", "del", "tunnel", "tunnel_id", "700"),
+        "after_del": sh("ip", "l2tp", "show", "tunnel", "tunnel_id", "700").stdout,
+        "del_missing": _cli("--kernel", "del", "tunnel", "tunnel_id", "700"),
+        "ip_del_missing": sh("ip", "l2tp", "del", "tunnel", "tunnel_id", "700").stderr,
+    }
     # Deleted behind the daemon's back: the kernel's notification reaches the daemon, which
     # clears the connection. Only the control plane is asked meanwhile (control show does
     # not read the kernel's tables), so the notification, not a dump, must have done it.
