@@ -47,7 +47,8 @@ def test_daemon_backend_linux_without_l2tp_is_one_line(
     assert main(["daemon", "--backend", "linux", "--socket", "/nonexistent/x.sock"]) == 1
     err = capsys.readouterr().err
     assert err == ("pyl2tp daemon: backend linux: the kernel has no L2TP (modprobe "
-                   "l2tp_netlink l2tp_eth l2tp_ip l2tp_ppp failed); use --backend userspace\n")
+                   "l2tp_netlink l2tp_eth l2tp_ip l2tp_ip6 l2tp_ppp failed); use --backend "
+                   "userspace\n")
 
 
 def test_backend_config_key_is_checked(tmp_path: Any, capsys: pytest.CaptureFixture[str]

@@ -16,13 +16,10 @@ from __future__ import annotations
 import errno
 from typing import Any
 
-from pyl2tp.dataplane.genl_l2tp import L2tpNetlink, kernel_has_l2tp
+from pyl2tp.dataplane.genl_l2tp import NO_L2TP, L2tpNetlink, kernel_has_l2tp
 from pyl2tp.errors import L2tpError
 
 Request = dict[str, Any]
-
-NO_L2TP = ("the kernel has no L2TP (modprobe l2tp_netlink l2tp_eth l2tp_ip l2tp_ppp failed); "
-           "drop --kernel to use the pyl2tp daemon")
 
 
 class KernelRequests:
@@ -116,5 +113,6 @@ def _bytes(cookie: str | bytes | None) -> bytes:
 def open_kernel() -> KernelRequests:
     """The kernel's L2TP, or a one-line :class:`L2tpError` saying it has none."""
     if not kernel_has_l2tp():
-        raise L2tpError(errno.EPROTONOSUPPORT, NO_L2TP)
+        raise L2tpError(errno.EPROTONOSUPPORT, f"{NO_L2TP}; drop --kernel to use the pyl2tp "
+                        "daemon")
     return KernelRequests()

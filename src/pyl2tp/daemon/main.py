@@ -37,6 +37,7 @@ from pyl2tp.daemon.configured import ConfigManager, connection_params, tune_gc
 from pyl2tp.daemon.control import ControlDriver, raise_nofile_limit
 from pyl2tp.daemon.metrics import MetricsServer, MetricsSource, parse_address
 from pyl2tp.daemon.ppp_sessions import PppManager
+from pyl2tp.dataplane.genl_l2tp import NO_L2TP
 from pyl2tp.dataplane.linux import LinuxBackend, kernel_has_l2tp
 from pyl2tp.dataplane.registry import Registry
 from pyl2tp.dataplane.userspace import Endpoint, UserspaceBackend
@@ -101,7 +102,6 @@ class Daemon:
         self.config_path = config_path
         self.loop = asyncio.get_running_loop()
         self.backend = make_backend(backend, self.loop, socket_path)
-        self.backend_name = self.backend.name
         self.backend_reason = backend_reason
         self.registry = Registry()
         self.backend.attach(self.registry)
@@ -128,7 +128,7 @@ class Daemon:
         self.server = MgmtServer(self.registry, socket_path, extra={
             "debug_tunnels": lambda _a: debug_listing(self.registry),
             "endpoint_stats": lambda _a: self.endpoint_stats(),
-            "version": lambda _a: {"version": __version__, "backend": self.backend_name,
+            "version": lambda _a: {"version": __version__, "backend": self.backend.name,
                                    "backend_reason": self.backend_reason},
             "ppp_dump": lambda _a: self.ppp.dump(),
             "control_stats": lambda _a: {"plane": dict(sorted(self.driver.plane.stats.items())),
@@ -238,7 +238,7 @@ class Daemon:
         else:
             tune_gc()
         log.info("pyl2tp %s serving %s (backend %s, %s)", __version__, self.socket_path,
-                 self.backend_name, self.backend_reason)
+                 self.backend.name, self.backend_reason)
         await self.stopping.wait()
         if poll is not None:
             poll.cancel()
@@ -344,8 +344,8 @@ def run(args: argparse.Namespace) -> int:
     path = args.socket or (config.daemon.socket if config else None) or default_socket_path()
     choice = args.backend or (config.daemon.backend if config else None) or "auto"
     if choice == "linux" and not kernel_has_l2tp():
-        print("pyl2tp daemon: backend linux: the kernel has no L2TP (modprobe l2tp_netlink "
-              "l2tp_eth l2tp_ip l2tp_ppp failed); use --backend userspace", file=sys.stderr)
+        print(f"pyl2tp daemon: backend linux: {NO_L2TP}; use --backend userspace",
+              file=sys.stderr)
         return 1
     backend, reason = choose_backend(choice)
 

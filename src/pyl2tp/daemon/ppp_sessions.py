@@ -342,25 +342,22 @@ class PppManager:
         a, b = pair.inner_channel, pair.outer_channel
         if a is None or b is None:
             return
+        event = {"session": f"{pair.inner.conn.local_id}/{pair.inner.local_id}",
+                 "to": f"{pair.outer.conn.local_id}/{pair.outer.local_id}"}
         bridge = getattr(a, "bridge", None)
         if bridge is not None and hasattr(b, "bridge"):
             # Kernel channels: PPPIOCBRIDGECHAN splices them, no frame reaches Python.
             try:
                 bridge(b)
             except L2tpError as exc:
-                log.warning("session %d/%d: kernel bridge refused (%s); relaying instead",
-                            pair.inner.conn.local_id, pair.inner.local_id, exc.message)
+                log.warning("session %s: kernel bridge refused (%s); relaying instead",
+                            event["session"], exc.message)
             else:
-                self.publish("ppp_switched", {
-                    "session": f"{pair.inner.conn.local_id}/{pair.inner.local_id}",
-                    "to": f"{pair.outer.conn.local_id}/{pair.outer.local_id}",
-                    "kernel": True})
+                self.publish("ppp_switched", {**event, "kernel": True})
                 return
         a.on_frame = self._relay(pair, b)
         b.on_frame = self._relay(pair, a)
-        self.publish("ppp_switched", {
-            "session": f"{pair.inner.conn.local_id}/{pair.inner.local_id}",
-            "to": f"{pair.outer.conn.local_id}/{pair.outer.local_id}"})
+        self.publish("ppp_switched", event)
 
     @staticmethod
     def _relay(pair: _Switched, to: PppChannel) -> Callable[[bytes], None]:

@@ -42,6 +42,7 @@ from pyl2tp.errors import L2tpError
 
 __all__ = [
     "L2TP_MODULES",
+    "NO_L2TP",
     "Attrs",
     "GenlSocket",
     "L2tpNetlink",
@@ -181,6 +182,8 @@ _STATS_ORDER = ("tx_packets", "tx_bytes", "tx_errors", "rx_packets", "rx_bytes",
 
 #: The modules behind the whole feature set (netlink, Ethernet and PPP pseudowires, IP encap).
 L2TP_MODULES = ("l2tp_netlink", "l2tp_eth", "l2tp_ip", "l2tp_ip6", "l2tp_ppp")
+NO_L2TP = f"the kernel has no L2TP (modprobe {' '.join(L2TP_MODULES)} failed)"
+"""What a user is told when :func:`kernel_has_l2tp` is false."""
 
 # Value kinds for decoding: how each attribute's payload reads.
 _U8, _U16, _U32, _U64, _STR, _FLAG, _BIN, _IP4, _IP6, _NEST = range(10)

@@ -310,6 +310,12 @@ def _wildcard(address: str) -> bool:
     return address in ("", "0.0.0.0", "::")
 
 
+def _registered_session(reg: Registry, attrs: Attrs) -> Session | None:
+    """The registry's session a kernel message (a dump entry, a notification) names."""
+    tunnel = reg.tunnels.get(attrs.get("conn_id", -1))
+    return tunnel.sessions.get(attrs.get("session_id", -1)) if tunnel is not None else None
+
+
 class LinuxBackend(UserspaceBackend):
     """Tunnels and sessions in the kernel, control sockets in userspace.
 
@@ -760,8 +766,7 @@ class LinuxBackend(UserspaceBackend):
                 seen_tunnels.add(tunnel.tunnel_id)
                 tunnel.stats.update(info.get("stats", {}), now)
         for info in sessions:
-            tunnel = reg.tunnels.get(info.get("conn_id", -1))
-            session = tunnel.sessions.get(info.get("session_id", -1)) if tunnel else None
+            session = _registered_session(reg, info)
             if session is not None and isinstance(session.stats, KernelStats):
                 seen_sessions.add((session.tunnel.tunnel_id, session.session_id))
                 self._absorb(session, info)
@@ -804,9 +809,7 @@ class LinuxBackend(UserspaceBackend):
                     if tunnel is not None and isinstance(tunnel.stats, KernelStats):
                         self._deleted_elsewhere(reg, tunnel, "kernel notification")
                 elif cmd == L2TP_CMD_SESSION_DELETE:
-                    tunnel = reg.tunnels.get(attrs.get("conn_id", -1))
-                    session = tunnel.sessions.get(attrs.get("session_id", -1)) if tunnel \
-                        else None
+                    session = _registered_session(reg, attrs)
                     if session is not None and isinstance(session.stats, KernelStats):
                         self._deleted_elsewhere(reg, session, "kernel notification")
 
